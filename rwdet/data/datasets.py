@@ -1,0 +1,431 @@
+"""Dataset loading and registration for rwdet.
+
+Two kinds of data are supported, both registered into Detectron2's global
+``DatasetCatalog`` / ``MetadataCatalog`` so that configs can refer to them by
+name (``cfg.DATASETS.TRAIN = ("bccd_train",)``):
+
+* PASCAL VOC layout datasets (``Annotations/``, ``JPEGImages/``,
+  ``ImageSets/Main/<split>.txt``), in particular BCCD (blood cell detection,
+  from the public GitHub repository Shenggan/BCCD_Dataset).
+* COCO-format json files (a thin wrapper around Detectron2's
+  ``register_coco_instances``).
+
+COCO 2017 itself needs nothing from this module: Detectron2's builtin
+registration (``detectron2.data.datasets.builtin``) already registers
+``coco_2017_train`` / ``coco_2017_val`` under ``$DETECTRON2_DATASETS``.
+
+No dataset location is hard-coded: the caller passes the root directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.structures import BoxMode
+
+__all__ = [
+    "BCCD_CLASSES",
+    "BCCD_SPLITS",
+    "load_voc_instances",
+    "register_voc_dataset",
+    "register_bccd",
+    "register_coco_json",
+    "register_datasets_from_config",
+]
+
+logger = logging.getLogger("rwdet.data")
+
+#: Class names of BCCD, in the order used for ``category_id`` (0, 1, 2).
+BCCD_CLASSES = ("RBC", "WBC", "Platelets")
+
+#: Official BCCD splits (files under ``ImageSets/Main/``).
+BCCD_SPLITS = ("train", "val", "test", "trainval")
+
+_BCCD_SOURCE_HINT = (
+    "BCCD (Blood Cell Count and Detection) is available from the public GitHub "
+    "repository Shenggan/BCCD_Dataset (use its BCCD/ folder, which has the PASCAL VOC "
+    "layout Annotations/, JPEGImages/, ImageSets/Main/)."
+)
+
+_VOC_SUBDIRS = ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main"))
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_voc_root(root: str, hint: str) -> None:
+    """Raise FileNotFoundError unless ``root`` is a directory with the VOC layout."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"VOC dataset root {root!r} (absolute: {os.path.abspath(root)!r}) does not exist "
+            f"or is not a directory. {hint}"
+        )
+    missing = [d for d in _VOC_SUBDIRS if not os.path.isdir(os.path.join(root, d))]
+    if missing:
+        raise FileNotFoundError(
+            f"VOC dataset root {os.path.abspath(root)!r} lacks the sub-directories "
+            f"{missing} (expected {list(_VOC_SUBDIRS)}). {hint}"
+        )
+
+
+def _read_split_file(root: str, split: str) -> List[str]:
+    split_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
+    if not os.path.isfile(split_file):
+        raise FileNotFoundError(
+            f"Split file {split_file!r} not found (split {split!r} of VOC dataset at {root!r})."
+        )
+    with open(split_file, encoding="utf-8") as f:
+        # One id per line; like numpy.loadtxt in detectron2's loader, take the first
+        # whitespace-separated token and ignore blank lines.
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def _xml_text(node: ET.Element, path: str, anno_file: str) -> str:
+    found = node.find(path)
+    if found is None or found.text is None or not found.text.strip():
+        raise ValueError(f"Annotation file {anno_file!r} lacks the <{path}> field.")
+    return found.text.strip()
+
+
+def _xml_number(node: ET.Element, path: str, anno_file: str, cast=float):
+    text = _xml_text(node, path, anno_file)
+    try:
+        return cast(float(text)) if cast is int else cast(text)
+    except ValueError:
+        raise ValueError(
+            f"Annotation file {anno_file!r}: <{path}> is {text!r}, not a number."
+        ) from None
+
+
+def _claim_name(name: str, expected: Dict[str, Any], kind: str) -> bool:
+    """Decide whether ``name`` still needs registering.
+
+    Returns False if ``name`` is already registered with the same ``expected``
+    metadata (nothing to do), True if it is free. Raises ValueError if it is
+    registered with different metadata (another root/split/json, or by someone else).
+    Metadata left over from a dataset removed from DatasetCatalog is discarded.
+    """
+    if name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        actual = {k: meta.get(k) for k in expected}
+        if actual == expected:
+            return False
+        raise ValueError(
+            f"Dataset {name!r} is already registered with different settings: "
+            f"registered {actual}, requested {expected} ({kind}). Use another name, or "
+            f"DatasetCatalog.remove({name!r}) and MetadataCatalog.remove({name!r}) first."
+        )
+    if name in MetadataCatalog.list():
+        # Stale metadata (e.g. after DatasetCatalog.remove): Metadata refuses to change
+        # an attribute's value, so drop it before registering afresh.
+        MetadataCatalog.remove(name)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# VOC / BCCD
+# ---------------------------------------------------------------------------
+
+
+def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> List[Dict[str, Any]]:
+    """Load a PASCAL VOC layout dataset split as Detectron2 dataset dicts.
+
+    Follows ``detectron2.data.datasets.pascal_voc.load_voc_instances`` (same fields,
+    same coordinate convention), with validation added.
+
+    Args:
+        root: dataset directory containing ``Annotations/``, ``JPEGImages/`` and
+            ``ImageSets/Main/<split>.txt``.
+        split: split name, e.g. ``"train"``, ``"val"``, ``"test"``, ``"trainval"``.
+        class_names: class names; a class's index in this sequence is its ``category_id``.
+
+    Returns:
+        One dict per image id listed in the split file, in file order, with fields
+        ``file_name`` (``<root>/JPEGImages/<id>.jpg``), ``image_id`` (the id string),
+        ``height`` and ``width`` (from the XML ``<size>``), and ``annotations``: a list
+        of dicts with ``bbox`` ``[x1, y1, x2, y2]`` (floats, absolute pixels),
+        ``bbox_mode`` = ``BoxMode.XYXY_ABS`` and ``category_id`` (int).
+
+        As in Detectron2, VOC coordinates are read as 1-based inclusive pixel indices,
+        so ``x1 = xmin - 1``, ``y1 = ymin - 1``, ``x2 = xmax``, ``y2 = ymax`` (a box
+        ``xmin=1, xmax=W`` covers the whole width ``[0, W]``). The XML ``<path>`` and
+        ``<filename>`` elements are ignored.
+
+        Dropped, each with a warning on the ``rwdet.data`` logger naming the XML file
+        and the box: degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin`` in the XML,
+        i.e. a point or line rather than a box; BCCD has two) and objects whose class
+        name is not in ``class_names``. Images left with no annotations are kept.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or lacks the VOC sub-directories
+            (the message says where it looked, and where BCCD can be obtained); the
+            split file, an annotation XML, or an image file is missing (the message
+            names the path).
+        ValueError: an XML file cannot be parsed, or lacks ``<size>`` width/height
+            (or they are not positive numbers), or an object lacks ``<name>`` or a
+            ``<bndbox>`` with numeric xmin/ymin/xmax/ymax (the message names the file).
+    """
+    class_names = list(class_names)
+    _check_voc_root(root, "If this is meant to be BCCD: " + _BCCD_SOURCE_HINT)
+    fileids = _read_split_file(root, split)
+
+    dicts = []
+    n_dropped = 0
+    for fileid in fileids:
+        anno_file = os.path.join(root, "Annotations", fileid + ".xml")
+        jpeg_file = os.path.join(root, "JPEGImages", fileid + ".jpg")
+        if not os.path.isfile(anno_file):
+            raise FileNotFoundError(
+                f"Annotation file {anno_file!r} not found (listed in split {split!r})."
+            )
+        if not os.path.isfile(jpeg_file):
+            raise FileNotFoundError(f"Image file {jpeg_file!r} not found (listed in split {split!r}).")
+        try:
+            tree = ET.parse(anno_file)
+        except ET.ParseError as e:
+            raise ValueError(f"Cannot parse annotation file {anno_file!r}: {e}") from e
+
+        height = _xml_number(tree, "size/height", anno_file, int)
+        width = _xml_number(tree, "size/width", anno_file, int)
+        if height <= 0 or width <= 0:
+            raise ValueError(
+                f"Annotation file {anno_file!r} has a non-positive image size "
+                f"width={width}, height={height}."
+            )
+
+        instances = []
+        for obj in tree.findall("object"):
+            cls = _xml_text(obj, "name", anno_file)
+            if obj.find("bndbox") is None:
+                raise ValueError(f"Annotation file {anno_file!r}: object {cls!r} lacks <bndbox>.")
+            xmin, ymin, xmax, ymax = (
+                _xml_number(obj, "bndbox/" + k, anno_file) for k in ("xmin", "ymin", "xmax", "ymax")
+            )
+            if cls not in class_names:
+                logger.warning(
+                    "Dropping box of unknown class %r in %s: (xmin=%g, ymin=%g, xmax=%g, ymax=%g); "
+                    "known classes: %s",
+                    cls, anno_file, xmin, ymin, xmax, ymax, class_names,
+                )
+                n_dropped += 1
+                continue
+            if xmax <= xmin or ymax <= ymin:
+                logger.warning(
+                    "Dropping degenerate %s box in %s: (xmin=%g, ymin=%g, xmax=%g, ymax=%g) "
+                    "has xmax <= xmin or ymax <= ymin",
+                    cls, anno_file, xmin, ymin, xmax, ymax,
+                )
+                n_dropped += 1
+                continue
+            # VOC: 1-based inclusive pixel indices -> continuous coordinates (Detectron2).
+            bbox = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+            instances.append(
+                {
+                    "category_id": class_names.index(cls),
+                    "bbox": bbox,
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                }
+            )
+        dicts.append(
+            {
+                "file_name": jpeg_file,
+                "image_id": fileid,
+                "height": height,
+                "width": width,
+                "annotations": instances,
+            }
+        )
+    logger.info(
+        "Loaded %d images from split %r of %s (%d boxes dropped).", len(dicts), split, root, n_dropped
+    )
+    return dicts
+
+
+def register_voc_dataset(name: str, root: str, split: str, class_names: Sequence[str]) -> None:
+    """Register one split of a PASCAL VOC layout dataset in Detectron2's catalogs.
+
+    Follows ``detectron2.data.datasets.pascal_voc.register_pascal_voc``. Loading is
+    lazy: ``DatasetCatalog.get(name)`` calls :func:`load_voc_instances` (so errors in
+    individual files surface then). ``MetadataCatalog.get(name)`` gets
+    ``thing_classes`` (list of ``class_names``), ``evaluator_type="coco"``,
+    ``dirname`` (absolute ``root``) and ``split``.
+
+    Registering the same ``name`` again with the same root, split and classes does
+    nothing (returns None silently).
+
+    Returns:
+        None.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or lacks the VOC sub-directories,
+            or the split file is missing (checked up front).
+        ValueError: ``name`` is already registered with a different root, split or
+            class names (or by something other than this function).
+    """
+    dirname = os.path.abspath(root)
+    _check_voc_root(dirname, "If this is meant to be BCCD: " + _BCCD_SOURCE_HINT)
+    split_file = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
+    if not os.path.isfile(split_file):
+        raise FileNotFoundError(f"Split file {split_file!r} not found (split {split!r}).")
+    class_names = list(class_names)
+    expected = {"dirname": dirname, "split": split, "thing_classes": class_names}
+    if not _claim_name(name, expected, "VOC dataset"):
+        return
+    DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, class_names))
+    MetadataCatalog.get(name).set(
+        thing_classes=class_names, evaluator_type="coco", dirname=dirname, split=split
+    )
+
+
+def register_bccd(root: str) -> List[str]:
+    """Register the four official BCCD splits found under ``root``.
+
+    ``root`` is the BCCD directory in PASCAL VOC layout (the ``BCCD/`` folder of the
+    public GitHub repository Shenggan/BCCD_Dataset). Registration follows
+    :func:`register_voc_dataset` with class names :data:`BCCD_CLASSES`; loading is lazy.
+
+    Returns:
+        The registered names, ``["bccd_train", "bccd_val", "bccd_test", "bccd_trainval"]``
+        (train 205, val 87, test 72, trainval 292 images in the official release).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist, lacks ``Annotations/``,
+            ``JPEGImages/`` or ``ImageSets/Main/``, or a split file is missing; the
+            message says where it looked and where BCCD comes from.
+        ValueError: one of the names is already registered with a different root.
+    """
+    root = os.path.abspath(root)
+    _check_voc_root(root, _BCCD_SOURCE_HINT)
+    for split in BCCD_SPLITS:
+        split_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
+        if not os.path.isfile(split_file):
+            raise FileNotFoundError(
+                f"BCCD split file {split_file!r} not found. {_BCCD_SOURCE_HINT}"
+            )
+    names = []
+    for split in BCCD_SPLITS:
+        name = f"bccd_{split}"
+        register_voc_dataset(name, root, split, BCCD_CLASSES)
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------
+# COCO json
+# ---------------------------------------------------------------------------
+
+
+def register_coco_json(name: str, json_file: str, image_root: str) -> None:
+    """Register a COCO-format instances json file under ``name``.
+
+    Wraps ``detectron2.data.datasets.register_coco_instances`` (loading is lazy, via
+    ``load_coco_json``; metadata gets ``json_file``, ``image_root`` and
+    ``evaluator_type="coco"``, and ``thing_classes`` once the json has been loaded).
+    Paths are made absolute. Registering the same ``name`` again with the same
+    json_file and image_root does nothing.
+
+    Returns:
+        None.
+
+    Raises:
+        FileNotFoundError: ``json_file`` or ``image_root`` does not exist (checked up
+            front; the message names the path).
+        ValueError: ``name`` is already registered with a different json_file or
+            image_root (or by something other than this function).
+    """
+    json_file = os.path.abspath(json_file)
+    image_root = os.path.abspath(image_root)
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"COCO json file {json_file!r} for dataset {name!r} not found.")
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(
+            f"Image root {image_root!r} for COCO dataset {name!r} not found or not a directory."
+        )
+    expected = {"json_file": json_file, "image_root": image_root}
+    if not _claim_name(name, expected, "COCO json dataset"):
+        return
+    register_coco_instances(name, {}, json_file, image_root)
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+
+
+def register_datasets_from_config(cfg) -> List[str]:
+    """Register the datasets named in a Detectron2 config.
+
+    Reads two optional keys (absent = empty):
+
+    * ``cfg.DATASETS.BCCD_ROOT`` (str): BCCD root for :func:`register_bccd`;
+      ``""`` skips BCCD.
+    * ``cfg.DATASETS.COCO_JSON``: list of ``[name, json_file, image_root]`` triples,
+      each passed to :func:`register_coco_json`.
+
+    COCO 2017 needs no entry: Detectron2's builtin registration provides
+    ``coco_2017_*`` under ``$DETECTRON2_DATASETS``. Registering twice with the same
+    settings is harmless, so this may be called more than once.
+
+    Returns:
+        The dataset names registered (or found already registered) by this call.
+
+    Raises:
+        ValueError: ``BCCD_ROOT`` is not a string, ``COCO_JSON`` is not a list, or an
+            entry of it is not a 3-item list/tuple of strings (the message shows it).
+        FileNotFoundError: from :func:`register_bccd` / :func:`register_coco_json`
+            when a path does not exist.
+    """
+    datasets_cfg = cfg.DATASETS
+    names: List[str] = []
+
+    bccd_root = datasets_cfg.get("BCCD_ROOT", "")
+    if not isinstance(bccd_root, str):
+        raise ValueError(f"cfg.DATASETS.BCCD_ROOT must be a string, got {bccd_root!r}.")
+    if bccd_root:
+        names.extend(register_bccd(bccd_root))
+
+    coco_json = datasets_cfg.get("COCO_JSON", [])
+    if not isinstance(coco_json, (list, tuple)):
+        raise ValueError(
+            f"cfg.DATASETS.COCO_JSON must be a list of [name, json_file, image_root], "
+            f"got {coco_json!r}."
+        )
+    for i, entry in enumerate(coco_json):
+        if (
+            not isinstance(entry, (list, tuple))
+            or len(entry) != 3
+            or not all(isinstance(x, str) and x for x in entry)
+        ):
+            raise ValueError(
+                f"cfg.DATASETS.COCO_JSON[{i}] = {entry!r} is malformed: expected a 3-item list "
+                "[name, json_file, image_root] of non-empty strings."
+            )
+    for name, json_file, image_root in coco_json:
+        register_coco_json(name, json_file, image_root)
+        names.append(name)
+    _check_config_datasets_registered(cfg)
+    return names
+
+
+def _check_config_datasets_registered(cfg) -> None:
+    """Raise ValueError naming any DATASETS.TRAIN/TEST entry that no one registered."""
+    registered = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS.get(key, ()):
+            if name in registered:
+                continue
+            if name.startswith("bccd_"):
+                hint = (
+                    "set DATASETS.BCCD_ROOT to the BCCD folder (the one holding Annotations/, "
+                    "JPEGImages/ and ImageSets/; from the GitHub repository Shenggan/BCCD_Dataset)"
+                )
+            else:
+                hint = "register it with DATASETS.COCO_JSON [[name, json_file, image_root]]"
+            raise ValueError(f"DATASETS.{key} names {name!r}, which is not registered: {hint}")

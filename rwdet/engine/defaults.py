@@ -1,0 +1,54 @@
+"""Config set-up shared by rwdet's command-line tools (after Detectron2's ``default_setup``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+from ..config import add_randwire_config, freeze_graph_specs
+
+__all__ = ["get_rwdet_cfg", "load_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def get_rwdet_cfg() -> CfgNode:
+    """Detectron2's default config plus rwdet's keys (see ``add_randwire_config``)."""
+    return add_randwire_config(get_cfg())
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """Build the full config of a run: defaults, ``config_file``, then ``KEY VALUE`` overrides.
+
+    The random graphs are resolved and written into MODEL.RANDWIRE.GRAPHS, so the config.yaml
+    saved in OUTPUT_DIR rebuilds the same networks. MODEL.DEVICE "cuda" falls back to "cpu",
+    with a warning, on a machine without CUDA.
+
+    Args:
+        config_file: path to a YAML config.
+        opts: flat list of overrides, e.g. ``["SOLVER.MAX_ITER", "100"]``.
+
+    Returns:
+        CfgNode: the config, frozen.
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ValueError: an odd number of overrides, or invalid RandWire keys.
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
+    cfg = get_rwdet_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    freeze_graph_specs(cfg)
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,12 @@
+"""RandWire models: stages, classifier and Detectron2 backbones (registered on import)."""
+
+from .randwire import (  # noqa: F401
+    REGIMES,
+    RandWire,
+    RandWireClassifier,
+    RandWireNode,
+    RandWireStage,
+    SeparableConv,
+    stage_layout,
+)
+from .backbone import build_randwire_backbone, build_randwire_fpn_backbone  # noqa: F401

@@ -1,0 +1,374 @@
+"""RandWire networks: node, stage, ImageNet classifier and Detectron2 backbone.
+
+Source: Xie et al., "Exploring Randomly Wired Neural Networks for Image Recognition", ICCV 2019,
+sec. 3.2 (node operations), sec. 3.4 and table 1 (architectures). Module layout follows
+Detectron2's ``modeling/backbone/resnet.py`` (a ``Backbone`` with ``stem`` and ``res2..res5``,
+``freeze``, ``output_shape``) so FPN and the checkpointer work as with ResNets.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
+from detectron2.modeling.backbone import Backbone
+
+from ..config import REGIMES
+from ..graphs import GraphSpec
+
+__all__ = [
+    "SeparableConv",
+    "RandWireNode",
+    "RandWireStage",
+    "RandWire",
+    "RandWireClassifier",
+    "REGIMES",
+    "stage_layout",
+]
+
+
+
+def _check_norm(norm: str, channels: int) -> None:
+    allowed = ("", "BN", "SyncBN", "FrozenBN", "GN")
+    if norm not in allowed:
+        raise ValueError(f"norm={norm!r} is not supported; allowed: {list(allowed)}")
+    if norm == "GN" and channels % 32:
+        raise ValueError(
+            f"norm='GN' uses 32 groups, but a layer has {channels} channels, not a multiple of 32;"
+            " choose a channel count C whose stage widths are multiples of 32, or another norm"
+        )
+
+
+class SeparableConv(nn.Module):
+    """ReLU -> 3x3 depthwise conv -> 1x1 pointwise conv -> norm: the node transformation.
+
+    No non-linearity between the depthwise and pointwise convs (paper sec. 3.2).
+
+    Args:
+        in_channels, out_channels: channel counts.
+        stride: stride of the depthwise conv (2 at the nodes fed by a stage's input node).
+        norm: Detectron2 norm name ("BN", "SyncBN", "FrozenBN", "GN" or "").
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, ceil(H/stride), ceil(W/stride)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "BN"):
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
+        )
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.norm = get_norm(norm, out_channels) or nn.Identity()
+        for conv in (self.depthwise, self.pointwise):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor, inplace_relu: bool = False) -> torch.Tensor:
+        return self.norm(self.pointwise(self.depthwise(F.relu(x, inplace=inplace_relu))))
+
+
+class RandWireNode(nn.Module):
+    """One node: aggregation (sigmoid-weighted sum) -> transformation (:class:`SeparableConv`).
+
+    Paper sec. 3.2: the inputs are summed with weights ``sigmoid(w_i)``, one learnable scalar per
+    incoming edge; a node with a single input uses it as is (no weight).
+
+    Args:
+        in_degree: number of incoming edges (>= 1).
+        in_channels, out_channels, stride, norm: see :class:`SeparableConv`.
+
+    Shapes:
+        inputs: ``in_degree`` tensors of shape (B, in_channels, H, W) -> (B, out_channels, H', W').
+    """
+
+    def __init__(self, in_degree: int, in_channels: int, out_channels: int, stride: int, norm: str):
+        super().__init__()
+        if in_degree < 1:
+            raise ValueError(f"in_degree={in_degree} must be >= 1")
+        self.in_degree = in_degree
+        if in_degree > 1:
+            self.edge_weights = nn.Parameter(torch.zeros(in_degree))
+        self.op = SeparableConv(in_channels, out_channels, stride, norm)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.in_degree == 1:
+            # The input may feed other nodes too: the ReLU must not modify it.
+            return self.op(inputs[0])
+        w = torch.sigmoid(self.edge_weights)
+        x = inputs[0] * w[0]
+        for i in range(1, self.in_degree):
+            x = x.addcmul_(inputs[i], w[i])
+        return self.op(x, inplace_relu=True)
+
+
+class RandWireStage(CNNBlockBase):
+    """A stage built from one random DAG (paper sec. 3.2-3.4).
+
+    The extra input node feeds every node with no predecessor; those nodes use ``stride`` and map
+    ``in_channels`` to ``out_channels`` (the stage's downsampling and channel doubling). Every
+    other node maps ``out_channels`` to itself. The extra output node returns the unweighted mean
+    of the nodes with no successor. Nodes run in index order (a topological order); each node's
+    output is released as soon as its last consumer has run.
+
+    Args:
+        spec: the stage's DAG.
+        in_channels, out_channels: channels of the stage input and output.
+        stride: 1 or 2.
+        norm: Detectron2 norm name.
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, ceil(H/stride), ceil(W/stride)).
+
+    Raises:
+        ValueError: on an unsupported norm or GN with a channel count not divisible by 32.
+    """
+
+    def __init__(self, spec: GraphSpec, in_channels: int, out_channels: int, stride: int, norm: str = "BN"):
+        super().__init__(in_channels, out_channels, stride)
+        _check_norm(norm, out_channels)
+        self.spec = spec
+        preds = spec.predecessors()
+        self.nodes = nn.ModuleList()
+        for p in preds:
+            if p:
+                self.nodes.append(RandWireNode(len(p), out_channels, out_channels, 1, norm))
+            else:
+                self.nodes.append(RandWireNode(1, in_channels, out_channels, stride, norm))
+        self._preds: List[List[int]] = preds
+        self._outputs: List[int] = spec.output_nodes()
+        # Number of consumers of each node's output (successors, plus the output node).
+        self._fanout: List[int] = [len(s) for s in spec.successors()]
+        for u in self._outputs:
+            self._fanout[u] += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        live: Dict[int, torch.Tensor] = {}
+        remaining = list(self._fanout)
+        for v, node in enumerate(self.nodes):
+            preds = self._preds[v]
+            if not preds:
+                live[v] = node((x,))
+                continue
+            live[v] = node([live[u] for u in preds])
+            for u in preds:
+                remaining[u] -= 1
+                if remaining[u] == 0:
+                    del live[u]
+        out = live.pop(self._outputs[0])
+        if len(self._outputs) > 1:
+            for u in self._outputs[1:]:
+                out = out + live.pop(u)
+            out = out / len(self._outputs)
+        return out
+
+    def extra_repr(self) -> str:
+        return self.spec.describe()
+
+
+def stage_layout(regime: str, channels: int) -> Dict[str, int]:
+    """Output channels of ``stem`` and ``res2..res5`` for a regime (paper table 1).
+
+    Args:
+        regime: "small" or "regular".
+        channels: C, the base width.
+
+    Returns:
+        dict: ``{"stem": C//2, "res2": C, ...}``; small: res3..res5 = C, 2C, 4C;
+        regular: res2..res5 = C, 2C, 4C, 8C.
+
+    Raises:
+        ValueError: unknown regime or C < 2.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is unknown; allowed: {sorted(REGIMES)}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
+        raise ValueError(f"channels C={channels!r} must be an integer >= 2")
+    c = channels
+    if regime == "small":
+        return {"stem": c // 2, "res2": c, "res3": c, "res4": 2 * c, "res5": 4 * c}
+    return {"stem": c // 2, "res2": c, "res3": 2 * c, "res4": 4 * c, "res5": 8 * c}
+
+
+class ConvStage(CNNBlockBase):
+    """ReLU -> 3x3 conv (stride 2) -> norm: the small regime's conv2 (paper table 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "BN"):
+        super().__init__(in_channels, out_channels, 2)
+        _check_norm(norm, out_channels)
+        self.conv = Conv2d(
+            in_channels, out_channels, 3, stride=2, padding=1, bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.relu(x))
+
+
+class Stem(CNNBlockBase):
+    """3x3 conv, stride 2, 3 -> C/2 channels, then norm: the paper's conv1 (table 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "BN"):
+        super().__init__(in_channels, out_channels, 2)
+        _check_norm(norm, out_channels)
+        self.conv1 = Conv2d(
+            in_channels, out_channels, 3, stride=2, padding=1, bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+
+class RandWire(Backbone):
+    """RandWire body as a Detectron2 backbone: ``stem`` then ``res2..res5`` (conv1..conv5).
+
+    Args:
+        specs: one :class:`GraphSpec` per random stage, in order: 3 for the small regime
+            (res3..res5), 4 for the regular regime (res2..res5).
+        regime: "small" or "regular".
+        channels: C.
+        in_channels: image channels (3).
+        norm: Detectron2 norm name: "BN", "SyncBN", "FrozenBN", "GN" or "".
+        out_features: names to return from ``forward``, from "stem", "res2".."res5".
+        freeze_at: 0 trains everything; 1 freezes the stem; k >= 2 freezes the stem and
+            res2..res<k>, as Detectron2's ResNet does (frozen BN too).
+
+    Shapes:
+        forward: (B, in_channels, H, W) -> ``{name: (B, C_name, H/stride, W/stride)}`` with
+        strides stem 2, res2 4, res3 8, res4 16, res5 32.
+
+    Raises:
+        ValueError: wrong number of specs for the regime, unknown out feature, bad norm,
+            freeze_at outside [0, 5].
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[GraphSpec],
+        regime: str = "regular",
+        channels: int = 109,
+        in_channels: int = 3,
+        norm: str = "BN",
+        out_features: Optional[Sequence[str]] = None,
+        freeze_at: int = 0,
+    ):
+        super().__init__()
+        widths = stage_layout(regime, channels)
+        random_stages = REGIMES[regime]
+        if len(specs) != len(random_stages):
+            raise ValueError(
+                f"regime {regime!r} has {len(random_stages)} random stages {list(random_stages)}, "
+                f"but {len(specs)} graph specs were given"
+            )
+        self.regime = regime
+        self.specs = list(specs)
+        names = ["stem", "res2", "res3", "res4", "res5"]
+        if out_features is None:
+            out_features = ["res5"]
+        for f in out_features:
+            if f not in names:
+                raise ValueError(f"out feature {f!r} is unknown; allowed: {names}")
+        if not 0 <= freeze_at <= 5:
+            raise ValueError(f"freeze_at={freeze_at} is out of range; allowed: 0..5")
+        self._out_features = list(out_features)
+        self.stem = Stem(in_channels, widths["stem"], norm)
+        self._out_feature_channels = {"stem": widths["stem"]}
+        self._out_feature_strides = {"stem": 2}
+        spec_iter = iter(specs)
+        prev = widths["stem"]
+        self.stage_names: List[str] = []
+        for i, name in enumerate(names[1:]):
+            if name in random_stages:
+                stage = RandWireStage(next(spec_iter), prev, widths[name], 2, norm)
+            else:
+                stage = ConvStage(prev, widths[name], norm)
+            self.add_module(name, stage)
+            self.stage_names.append(name)
+            self._out_feature_channels[name] = widths[name]
+            self._out_feature_strides[name] = 2 ** (i + 2)
+            prev = widths[name]
+            if names.index(name) > max(names.index(f) for f in self._out_features):
+                break
+        self.freeze(freeze_at)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"RandWire takes (B, C, H, W) inputs, got shape {tuple(x.shape)}")
+        outputs = {}
+        x = self.stem(x)
+        if "stem" in self._out_features:
+            outputs["stem"] = x
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            if name in self._out_features:
+                outputs[name] = x
+        return outputs
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
+
+    def freeze(self, freeze_at: int = 0) -> "RandWire":
+        """Freeze the stem (freeze_at >= 1) and res2..res<freeze_at>, as Detectron2's ResNet.
+
+        Frozen blocks get ``requires_grad=False`` and FrozenBatchNorm2d.
+        """
+        if freeze_at >= 1:
+            self.stem.freeze()
+        for idx, name in enumerate(self.stage_names, start=2):
+            if freeze_at >= idx:
+                stage = getattr(self, name)
+                for p in stage.parameters():
+                    p.requires_grad = False
+                FrozenBatchNorm2d.convert_frozen_batchnorm(stage)
+        return self
+
+
+class RandWireClassifier(nn.Module):
+    """RandWire ImageNet classifier (paper table 1).
+
+    ``body`` (:class:`RandWire`, stem..res5) -> ReLU -> 1x1 conv to 1280 -> norm -> ReLU ->
+    global average pool -> dropout -> fc to ``num_classes`` logits.
+
+    Args:
+        body: a :class:`RandWire` whose out features include "res5".
+        num_classes: number of classes (1000 for ImageNet).
+        head_channels: width of the 1x1 conv (1280 in the paper).
+        dropout: dropout probability before the fc.
+        norm: Detectron2 norm name for the head.
+
+    Shapes:
+        (B, 3, H, W) -> (B, num_classes) logits (softmax is left to the loss).
+    """
+
+    def __init__(self, body: RandWire, num_classes: int = 1000, head_channels: int = 1280,
+                 dropout: float = 0.0, norm: str = "BN"):
+        super().__init__()
+        if "res5" not in body.output_shape():
+            raise ValueError("the classifier needs a body whose out_features include 'res5'")
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        self.body = body
+        in_ch = body.output_shape()["res5"].channels
+        self.head_conv = Conv2d(in_ch, head_channels, 1, bias=False, norm=get_norm(norm, head_channels))
+        nn.init.kaiming_normal_(self.head_conv.weight, mode="fan_out", nonlinearity="relu")
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(head_channels, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)["res5"]
+        x = F.relu(self.head_conv(F.relu(x)), inplace=True)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(self.dropout(x))

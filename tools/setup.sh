@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up rwdet: torch and torchvision (pinned), detectron2, and rwdet itself.
+#
+#   bash tools/setup.sh                     # into ./.venv (created if missing)
+#   RWDET_PYTHON=/path/to/python bash tools/setup.sh   # into an existing environment
+#
+# detectron2 is left alone when `import detectron2` already works (e.g. your own source build
+# with CUDA); torch/torchvision are left alone when both import. Otherwise this installs the
+# combination known to work without a detectron2 source build (see README, "Install"):
+# torch==2.14.1, torchvision==0.29.1 and the sal-detectron2 0.7.2 wheel (upstream detectron2
+# Python code at commit a59f056).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+D2_WHEEL=sal-detectron2==0.7.2
+
+if [ -n "${RWDET_PYTHON:-}" ]; then
+  PY="$RWDET_PYTHON"
+else
+  if [ ! -x .venv/bin/python ]; then
+    echo "[rwdet setup] creating virtual environment .venv"
+    "${PYTHON:-python3}" -m venv .venv
+  fi
+  PY=.venv/bin/python
+fi
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+if "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  echo "[rwdet setup] torch/torchvision present: $("$PY" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)')"
+else
+  echo "[rwdet setup] installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION"
+  pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+
+if "$PY" -c "import detectron2" 2>/dev/null; then
+  echo "[rwdet setup] detectron2 present: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
+else
+  echo "[rwdet setup] installing detectron2 ($D2_WHEEL wheel) and its run-time requirements"
+  tmp=$(mktemp -d)
+  # The wheel is tagged cp310 but is pure Python apart from an optional _C extension that is
+  # not loaded on other versions; retag it so pip accepts it.
+  "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+      --python-version 3.10 --implementation cp --abi none --platform any -d "$tmp" "$D2_WHEEL"
+  whl=$(ls "$tmp"/sal_detectron2-*.whl)
+  cp "$whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  pip_install --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  pip_install "numpy<2" Pillow matplotlib pycocotools termcolor yacs tabulate cloudpickle tqdm \
+      tensorboard "omegaconf>=2.1,<2.4" hydra-core black packaging fvcore iopath "setuptools<81"
+  rm -rf "$tmp"
+fi
+
+echo "[rwdet setup] installing rwdet (editable) with test requirements"
+pip_install -e ".[test]"
+"$PY" -c "import rwdet, detectron2, torch; print('[rwdet setup] ok: rwdet', rwdet.__version__, '| detectron2', detectron2.__version__, '| torch', torch.__version__, '| CUDA', torch.cuda.is_available())"
