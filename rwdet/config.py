@@ -9,12 +9,32 @@ from detectron2.config import CfgNode as CN
 
 from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 
-__all__ = ["REGIMES", "add_randwire_config", "randwire_graph_specs", "freeze_graph_specs"]
+__all__ = ["REGIMES", "add_randwire_config", "add_randwire_model_config", "randwire_graph_specs", "freeze_graph_specs"]
 
 #: Regime name -> the stages that are random graphs (paper table 1).
 REGIMES = {"small": ("res3", "res4", "res5"), "regular": ("res2", "res3", "res4", "res5")}
 
 logger = logging.getLogger(__name__)
+
+
+def add_randwire_model_config(cfg: CN) -> CN:
+    """Add the MODEL.RANDWIRE keys (see :func:`add_randwire_config`) to ``cfg``; return it."""
+    cfg.MODEL.RANDWIRE = CN()
+    rw = cfg.MODEL.RANDWIRE
+    rw.GRAPH_MODEL = "WS"
+    rw.P = 0.75
+    rw.K = 4
+    rw.M = 5
+    rw.SEEDS = [1, 2, 3, 4]
+    rw.NODES = 32
+    rw.CHANNELS = 109
+    rw.REGIME = "regular"
+    rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    rw.NORM = "BN"
+    rw.FREEZE_AT = 0
+    rw.GRAPHS = []
+    rw.PRETRAINED_GRAPHS = "check"
+    return cfg
 
 
 def add_randwire_config(cfg: CN) -> CN:
@@ -33,24 +53,14 @@ def add_randwire_config(cfg: CN) -> CN:
         FREEZE_AT: 0 trains all; 1 freezes the stem; k >= 2 also res2..res<k>.
         GRAPHS: JSON graph specs (one per random stage) that rebuild a trained model exactly;
             filled in by :func:`freeze_graph_specs` and saved with the run's config.yaml.
+        PRETRAINED_GRAPHS: what to do when MODEL.WEIGHTS is an rwdet pretraining checkpoint
+            whose graphs differ from the config's: "check" refuses it; "adopt" builds the
+            model with the checkpoint's graphs.
     DATASETS:
         BCCD_ROOT: root of the BCCD dataset (PASCAL VOC layout); "" registers nothing.
         COCO_JSON: list of [name, json_file, image_root] to register as COCO-format datasets.
     """
-    cfg.MODEL.RANDWIRE = CN()
-    rw = cfg.MODEL.RANDWIRE
-    rw.GRAPH_MODEL = "WS"
-    rw.P = 0.75
-    rw.K = 4
-    rw.M = 5
-    rw.SEEDS = [1, 2, 3, 4]
-    rw.NODES = 32
-    rw.CHANNELS = 109
-    rw.REGIME = "regular"
-    rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    rw.NORM = "BN"
-    rw.FREEZE_AT = 0
-    rw.GRAPHS = []
+    add_randwire_model_config(cfg)
     cfg.DATASETS.BCCD_ROOT = ""
     cfg.DATASETS.COCO_JSON = []
     return cfg

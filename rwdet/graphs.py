@@ -259,7 +259,3 @@ def generate_graph(model: str, params: Dict[str, float], num_nodes: int, seed: i
     edges = tuple(sorted((min(u, v), max(u, v)) for u, v in g.edges()))
     return GraphSpec(model=model, params=params, seed=seed, num_nodes=num_nodes, edges=edges)
 
-
-def specs_to_json(specs: Sequence[GraphSpec]) -> List[str]:
-    """Serialize a list of specs to a list of JSON strings (config-friendly)."""
-    return [s.to_json() for s in specs]

@@ -12,9 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def find_bccd_root() -> Path:
+    """$RWDET_BCCD_ROOT if set, else <repo>/../shared/datasets/bccd (which may not exist)."""
+    env = os.environ.get("RWDET_BCCD_ROOT")
+    return Path(env) if env else REPO.parent / "shared" / "datasets" / "bccd"
+
+
 def bccd_root_or_skip() -> Path:
     env = os.environ.get("RWDET_BCCD_ROOT")
-    root = Path(env) if env else REPO.parent / "shared" / "datasets" / "bccd"
+    root = find_bccd_root()
     if not (root / "Annotations").is_dir():
         if env:
             raise FileNotFoundError(f"RWDET_BCCD_ROOT={env} has no BCCD dataset (Annotations/ missing)")

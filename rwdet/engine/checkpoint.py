@@ -9,6 +9,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..graphs import GraphSpec
+from ..modeling.randwire import RandWire
+from .transfer import classifier_to_detector_state, is_pretraining_checkpoint
 
 __all__ = ["AtomicDetectionCheckpointer", "GraphSpecRecord"]
 
@@ -27,13 +29,27 @@ def _atomic_write(path: str, write) -> None:
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """Detectron2's ``DetectionCheckpointer`` with atomic writes.
+    """Detectron2's ``DetectionCheckpointer`` with atomic writes and RandWire pretraining input.
 
     ``save`` writes the checkpoint and the ``last_checkpoint`` tag to a temporary file in the same
     folder, fsyncs it and renames it over the target (``os.replace``), so a crash mid-save leaves
-    the previous checkpoint intact and ``--resume`` finds a complete file. Loading is unchanged.
-    Local paths only (the save folder is a local directory).
+    the previous checkpoint intact and ``--resume`` finds a complete file. Local paths only.
+
+    Loading takes Detectron2's formats as before, plus rwdet pretraining checkpoints, whose
+    classifier body goes into the model's RandWire backbone (``rwdet.engine.transfer``): the
+    log reports matched, missing and unexpected keys, and a checkpoint with other graphs than
+    the model's is refused (ValueError).
     """
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        loaded = super()._load_file(filename)
+        if not is_pretraining_checkpoint(loaded):
+            return loaded
+        if not any(k.startswith("backbone.bottom_up.") for k in self.model.state_dict()):
+            return loaded  # loading into a classifier: keys match as saved
+        specs = next((m.specs for m in self.model.modules() if isinstance(m, RandWire)), None)
+        state = classifier_to_detector_state(loaded, self.model.state_dict(), specs, filename)
+        return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Same arguments as fvcore's ``Checkpointer.save``; the write is atomic."""

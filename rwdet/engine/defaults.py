@@ -10,6 +10,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_randwire_config, freeze_graph_specs
+from .transfer import read_checkpoint_specs
 
 __all__ = ["get_rwdet_cfg", "load_config"]
 
@@ -49,6 +50,32 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
+    _apply_pretrained_graphs(cfg)
     freeze_graph_specs(cfg)
     cfg.freeze()
     return cfg
+
+
+def _apply_pretrained_graphs(cfg: CfgNode) -> None:
+    """With MODEL.RANDWIRE.PRETRAINED_GRAPHS "adopt", take the graphs of the MODEL.WEIGHTS
+    pretraining checkpoint (generator keys and edges), so the detector is built with them."""
+    mode = cfg.MODEL.RANDWIRE.PRETRAINED_GRAPHS
+    if mode not in ("check", "adopt"):
+        raise ValueError(f"MODEL.RANDWIRE.PRETRAINED_GRAPHS={mode!r}; allowed: 'check', 'adopt'")
+    if mode != "adopt" or not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
+        return
+    specs = read_checkpoint_specs(cfg.MODEL.WEIGHTS)
+    if not specs:
+        raise ValueError(f"MODEL.WEIGHTS={cfg.MODEL.WEIGHTS} holds no RandWire graphs to adopt")
+    rw = cfg.MODEL.RANDWIRE
+    regime = {3: "small", 4: "regular"}.get(len(specs))
+    if regime is None:
+        raise ValueError(f"{cfg.MODEL.WEIGHTS} has {len(specs)} graphs; a RandWire body has 3 or 4")
+    rw.REGIME = regime
+    rw.GRAPH_MODEL = specs[0].model
+    for key, value in specs[0].params.items():
+        setattr(rw, key, value)
+    rw.SEEDS = [s.seed for s in specs]
+    rw.NODES = specs[-1].num_nodes
+    rw.GRAPHS = [s.to_json() for s in specs]
+    logger.info("Adopted the graphs of %s: %s", cfg.MODEL.WEIGHTS, [s.describe() for s in specs])

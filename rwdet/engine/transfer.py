@@ -1,0 +1,110 @@
+"""Load rwdet pretraining (classification) checkpoints into a detector's RandWire backbone.
+
+A pretraining checkpoint (``tools/pretrain_net.py``) holds the classifier's state dict (keys
+``body.*`` for stem..res5, ``head_conv.*`` and ``fc.*`` for the head), the graph specs
+(``randwire_graphs``) and a marker (``rwdet_meta``). The detector's backbone is the same
+``RandWire`` body under ``backbone.bottom_up.``, so no conversion file is needed: point
+MODEL.WEIGHTS of a detection config at the checkpoint. This plays the role of Detectron2's
+``convert-torchvision-to-d2.py`` and its ``matching_heuristics``, with exact key names instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+
+from ..graphs import GraphSpec
+
+__all__ = [
+    "PRETRAIN_FORMAT",
+    "PretrainMeta",
+    "is_pretraining_checkpoint",
+    "read_checkpoint_specs",
+    "classifier_to_detector_state",
+]
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_FORMAT = "rwdet-classifier-v1"
+DETECTOR_PREFIX = "backbone.bottom_up."
+
+
+class PretrainMeta:
+    """Checkpointable marker saved in pretraining checkpoints (format, architecture, config)."""
+
+    def __init__(self, arch: str, config_yaml: str):
+        self.arch = arch
+        self.config_yaml = config_yaml
+
+    def state_dict(self) -> dict:
+        return {"format": PRETRAIN_FORMAT, "arch": self.arch, "config": self.config_yaml}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore; the marker describes the file."""
+
+
+def is_pretraining_checkpoint(ckpt: dict) -> bool:
+    """True for a checkpoint written by rwdet's classification trainer."""
+    return isinstance(ckpt.get("rwdet_meta"), dict) and ckpt["rwdet_meta"].get("format") == PRETRAIN_FORMAT
+
+
+def read_checkpoint_specs(path: str) -> Optional[List[GraphSpec]]:
+    """Graph specs stored in the checkpoint at ``path``; None if it has none.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist") from e
+    specs = ckpt.get("randwire_graphs", {}).get("specs") if isinstance(ckpt, dict) else None
+    return None if specs is None else [GraphSpec.from_json(s) for s in specs]
+
+
+def classifier_to_detector_state(
+    ckpt: dict, model_state: Dict[str, torch.Tensor], expected_specs: Optional[List[GraphSpec]], source: str
+) -> Dict[str, torch.Tensor]:
+    """Rename a pretraining checkpoint's body weights to the detector's and check its graphs.
+
+    Args:
+        ckpt: the loaded pretraining checkpoint (``is_pretraining_checkpoint(ckpt)``).
+        model_state: the detector's ``state_dict()`` (for the matched/missing report).
+        expected_specs: the graph specs of the detector's RandWire backbone.
+        source: the checkpoint's path, for messages.
+
+    Returns:
+        dict: ``backbone.bottom_up.*`` tensors; the classifier head is left out.
+
+    Raises:
+        ValueError: the checkpoint is not a RandWire classifier, or its graphs differ from the
+            detector's (set MODEL.RANDWIRE.PRETRAINED_GRAPHS adopt to build the detector with
+            the checkpoint's graphs instead).
+    """
+    meta = ckpt["rwdet_meta"]
+    if meta.get("arch") != "randwire":
+        raise ValueError(f"{source} is a {meta.get('arch')!r} classifier; only RandWire checkpoints load into a RandWire backbone")
+    saved = [GraphSpec.from_json(s) for s in ckpt.get("randwire_graphs", {}).get("specs", [])]
+    if expected_specs is not None and saved != list(expected_specs):
+        raise ValueError(
+            f"{source} was pretrained with graphs {[s.describe() for s in saved]}, but the detector's "
+            f"are {[s.describe() for s in expected_specs]} (or the same settings with other edges). "
+            "Match MODEL.RANDWIRE to the pretraining config, or set MODEL.RANDWIRE.PRETRAINED_GRAPHS "
+            "adopt to build the detector with the checkpoint's graphs."
+        )
+    body = {DETECTOR_PREFIX + k[len("body."):]: v for k, v in ckpt["model"].items() if k.startswith("body.")}
+    head = sorted(k for k in ckpt["model"] if not k.startswith("body."))
+    wanted = sorted(k for k in model_state if k.startswith(DETECTOR_PREFIX))
+    matched = [k for k in wanted if k in body and tuple(body[k].shape) == tuple(model_state[k].shape)]
+    missing = [k for k in wanted if k not in matched]
+    unexpected = sorted(k for k in body if k not in model_state)
+    logger.info(
+        "Pretrained RandWire backbone from %s: %d of %d backbone tensors matched, %d missing %s, "
+        "%d unexpected %s; classifier head not used: %d tensors (%s)",
+        source, len(matched), len(wanted), len(missing), missing[:5], len(unexpected), unexpected[:5],
+        len(head), ", ".join(sorted({k.split(".")[0] for k in head})),
+    )
+    classifier_to_detector_state.last_report = {"matched": matched, "missing": missing, "unexpected": unexpected}
+    return body

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Pretrain a classifier (RandWire or ResNet-50) on ImageNet-style data: rwdet's shared trainer.
+
+    python tools/pretrain_net.py --config-file configs/imagenet/randwire_ws_c109.yaml --num-gpus 8 \
+        DATA.ROOT /path/to/imagenet
+    python tools/pretrain_net.py --config-file configs/fashion_mnist/randwire_ws_small.yaml
+    python tools/pretrain_net.py --config-file CONFIG --resume        # continue where it stopped
+    python tools/pretrain_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS ckpt.pth
+
+The command line is Detectron2's (``default_argument_parser``: --num-gpus, --num-machines,
+--machine-rank, --dist-url, trailing KEY VALUE overrides); processes start through Detectron2's
+``launch`` (NCCL on GPUs, gloo on CPUs). The checkpoints (OUTPUT_DIR/model_final.pth) load
+into the detector through MODEL.WEIGHTS of a detection config.
+"""
+
+import logging
+
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from rwdet.classification.config import load_cls_config
+from rwdet.classification.trainer import ClassificationTrainer
+
+
+def setup(args):
+    cfg = load_cls_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rwdet")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    trainer = ClassificationTrainer(cfg)
+    if args.eval_only:
+        trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        return trainer.test()
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    logging.getLogger("rwdet").info("Command line: %s", args)
+    return launch(
+        main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+        dist_url=args.dist_url, args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()
