@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up rwdet: torch and torchvision (pinned), detectron2, and rwdet itself.
+# Set up rwdet: torch and torchvision (pinned), detectron2, Fashion-MNIST, and rwdet itself.
 #
 #   bash tools/setup.sh                     # into ./.venv (created if missing)
 #   RWDET_PYTHON=/path/to/python bash tools/setup.sh   # into an existing environment
@@ -49,6 +49,18 @@ else
   pip_install "numpy<2" Pillow matplotlib pycocotools termcolor yacs tabulate cloudpickle tqdm \
       tensorboard "omegaconf>=2.1,<2.4" hydra-core black packaging fvcore iopath "setuptools<81"
   rm -rf "$tmp"
+fi
+
+# Fashion-MNIST (the embedded pretraining data set) comes from Debian's dataset-fashion-mnist.
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  echo "[rwdet setup] Fashion-MNIST present in /usr/share/datasets/fashion-mnist"
+elif command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "[rwdet setup] installing Debian package dataset-fashion-mnist"
+  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+else
+  echo "[rwdet setup] note: Fashion-MNIST is not installed; for pretraining on it run" \
+       "'sudo apt-get install dataset-fashion-mnist' (or pass DATA.ROOT with its IDX files)"
 fi
 
 echo "[rwdet setup] installing rwdet (editable) with test requirements"
