@@ -176,7 +176,7 @@ def test_register_bccd(catalog_cleanup):
     assert tuple(meta.thing_classes) == BCCD_CLASSES
     assert meta.evaluator_type == "coco"
     assert meta.split == "test"
-    assert meta.dirname == str(BCCD_ROOT.resolve())
+    assert meta.dirname == os.path.abspath(BCCD_ROOT)
     assert len(DatasetCatalog.get("bccd_trainval")) == 292
 
 
