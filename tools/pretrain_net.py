@@ -15,19 +15,16 @@ into the detector through MODEL.WEIGHTS of a detection config.
 
 import logging
 
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import default_argument_parser, launch
 
 from rwdet.classification.config import load_cls_config
 from rwdet.classification.trainer import ClassificationTrainer
+from rwdet.engine.defaults import setup_run
 
 
 def setup(args):
     cfg = load_cls_config(args.config_file, args.opts)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rwdet")
-    return cfg
+    return setup_run(cfg, args)
 
 
 def main(args):

@@ -14,20 +14,16 @@ Arguments and multi-machine flags (--num-machines, --machine-rank, --dist-url) a
 
 import logging
 
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import default_argument_parser, launch
 
 from rwdet.data import register_datasets_from_config
 from rwdet.engine import AtomicDetectionCheckpointer, Trainer
-from rwdet.engine.defaults import load_config
+from rwdet.engine.defaults import load_config, setup_run
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rwdet")
-    return cfg
+    return setup_run(cfg, args)
 
 
 def main(args):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Sequence
 
-import torch
 from detectron2.config import CfgNode as CN
 
 from ..config import add_randwire_model_config, freeze_graph_specs
+from ..engine.defaults import merge_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
-
-logger = logging.getLogger(__name__)
 
 
 def get_cls_cfg() -> CN:
@@ -88,22 +84,13 @@ def load_cls_config(config_file: str, opts: Sequence[str] = ()) -> CN:
         ValueError: odd overrides, a negative SEED (exact resumption needs a fixed seed), a
             non-positive batch or learning rate, or invalid RandWire keys.
     """
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
-    if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
-    cfg = get_cls_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = merge_config(get_cls_cfg(), config_file, opts)
     if cfg.SEED < 0:
         raise ValueError(f"SEED={cfg.SEED} must be >= 0 (the data order and augmentation derive from it)")
     if cfg.SOLVER.IMS_PER_BATCH < 1 or cfg.SOLVER.BASE_LR <= 0:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} and SOLVER.BASE_LR={cfg.SOLVER.BASE_LR} must be positive"
         )
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
     if cfg.MODEL.ARCH == "randwire":
         freeze_graph_specs(cfg)
     cfg.freeze()

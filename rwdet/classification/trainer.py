@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import weakref
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from detectron2.data.samplers import InferenceSampler

@@ -8,11 +8,14 @@ from typing import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_randwire_config, freeze_graph_specs
 from .transfer import read_checkpoint_specs
 
-__all__ = ["get_rwdet_cfg", "load_config"]
+__all__ = ["get_rwdet_cfg", "load_config", "merge_config", "setup_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +23,34 @@ logger = logging.getLogger(__name__)
 def get_rwdet_cfg() -> CfgNode:
     """Detectron2's default config plus rwdet's keys (see ``add_randwire_config``)."""
     return add_randwire_config(get_cfg())
+
+
+def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """Merge ``config_file`` then ``KEY VALUE`` overrides into ``cfg`` (in place; returned).
+
+    MODEL.DEVICE "cuda" falls back to "cpu", with a warning, where CUDA is not available.
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ValueError: an odd number of overrides.
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def setup_run(cfg: CfgNode, args) -> CfgNode:
+    """Detectron2's ``default_setup`` (logging, config.yaml, seeds) plus the "rwdet" logger."""
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rwdet")
+    return cfg
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
@@ -40,16 +71,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
         FileNotFoundError: ``config_file`` does not exist.
         ValueError: an odd number of overrides, or invalid RandWire keys.
     """
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
-    if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
-    cfg = get_rwdet_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = merge_config(get_rwdet_cfg(), config_file, opts)
     _apply_pretrained_graphs(cfg)
     freeze_graph_specs(cfg)
     cfg.freeze()
