@@ -52,6 +52,10 @@ def test_train_resume_eval(bccd_root, tmp_path):
     run(["--config-file", str(saved_cfg), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
          "DATASETS.TEST", "('bccd_test',)", "OUTPUT_DIR", str(ev)])
     results = json.loads((ev / "eval_results.json").read_text())
+    # Weights of other graphs are refused, even where every tensor shape would match.
+    proc = run(["--config-file", TINY, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]", *common], check=False)
+    assert proc.returncode != 0 and "different random graphs" in proc.stderr
     assert {"AP", "AP50", "AP75", "AP-RBC", "AP-WBC", "AP-Platelets"} <= set(results["bccd_test"]["bbox"])
 
 

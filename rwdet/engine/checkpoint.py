@@ -36,20 +36,22 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     the previous checkpoint intact and ``--resume`` finds a complete file. Local paths only.
 
     Loading takes Detectron2's formats as before, plus rwdet pretraining checkpoints, whose
-    classifier body goes into the model's RandWire backbone (``rwdet.engine.transfer``): the
-    log reports matched, missing and unexpected keys, and a checkpoint with other graphs than
-    the model's is refused (ValueError).
+    classifier body goes into the model's RandWire backbone (``rwdet.engine.transfer``; the
+    log reports matched, missing and unexpected keys). Any rwdet checkpoint whose graphs
+    differ from the model's is refused with a ValueError, whatever path loads it.
     """
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         loaded = super()._load_file(filename)
-        if not is_pretraining_checkpoint(loaded):
-            return loaded
-        if not any(k.startswith("backbone.bottom_up.") for k in self.model.state_dict()):
-            return loaded  # loading into a classifier: keys match as saved
         specs = next((m.specs for m in self.model.modules() if isinstance(m, RandWire)), None)
-        state = classifier_to_detector_state(loaded, self.model.state_dict(), specs, filename)
-        return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
+        into_detector = any(k.startswith("backbone.bottom_up.") for k in self.model.state_dict())
+        if is_pretraining_checkpoint(loaded) and into_detector:
+            state = classifier_to_detector_state(loaded, self.model.state_dict(), specs, filename)
+            return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
+        if specs is not None and "randwire_graphs" in loaded:
+            # Same architecture, other graphs: shapes may still match, so check the specs.
+            GraphSpecRecord(specs).load_state_dict(loaded["randwire_graphs"])
+        return loaded
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Same arguments as fvcore's ``Checkpointer.save``; the write is atomic."""
