@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import randwire_graph_specs
-from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord
+from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 from ..engine.transfer import PretrainMeta
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
 from .model import ClassificationModel, build_classifier
@@ -230,9 +230,7 @@ class ClassificationTrainer(TrainerBase):
             logger.info("Evaluation after %d iterations: top-1 %.2f%%, top-5 %.2f%% (%d images)",
                         done, results["top1"], results["top5"], results["num_images"])
             path = os.path.join(self.cfg.OUTPUT_DIR, "eval_results.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"iterations": done, **results}, f, indent=2)
-            os.replace(tmp, path)
+            report = {"iterations": done, **results}
+            atomic_write(path, lambda f: f.write(json.dumps(report, indent=2).encode()))
         self._last_eval_results = results
         return results

@@ -12,10 +12,12 @@ from ..graphs import GraphSpec
 from ..modeling.randwire import RandWire
 from .transfer import classifier_to_detector_state, is_pretraining_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer", "GraphSpecRecord"]
+__all__ = ["AtomicDetectionCheckpointer", "GraphSpecRecord", "atomic_write"]
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+    """Write a file atomically: ``write(f)`` on a binary temporary file in the same folder,
+    fsync, then ``os.replace`` over ``path`` (a crash leaves the old file or none, never half)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -64,13 +66,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Write the ``last_checkpoint`` tag atomically."""
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
 
 class GraphSpecRecord:

@@ -14,7 +14,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..config import randwire_graph_specs
-from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord
+from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 
 __all__ = ["Trainer", "format_results", "save_results"]
 
@@ -81,8 +81,5 @@ def save_results(results: dict, output_dir: str) -> str:
     """Write ``results`` to ``output_dir/eval_results.json`` (atomically); return the path."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "eval_results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
     return path
