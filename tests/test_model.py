@@ -1,4 +1,4 @@
-"""RandWire model: node maths, stage shapes, memory release, FLOPs/params vs the paper, backbones."""
+"""RandWire model: node maths, stage shapes, memory release, backbones (FLOPs/params vs the paper: test_flops_table.py)."""
 
 import gc
 import logging
@@ -8,7 +8,6 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from fvcore.nn import FlopCountAnalysis, parameter_count
 
 from rwdet.config import REGIMES, randwire_graph_specs
 from rwdet.engine.defaults import get_rwdet_cfg
@@ -96,19 +95,6 @@ def test_node_outputs_released_after_last_consumer():
         gc.enable()
     assert alive_when_dead_expected == []
     assert len(refs) == 32
-
-
-@pytest.mark.parametrize(
-    "regime,channels,flops,params",
-    [("small", 78, 583e6, 5.6e6), ("regular", 109, 4.0e9, 31.9e6), ("regular", 154, 7.9e9, 61.5e6)],
-)
-def test_classifier_flops_and_params_match_paper(regime, channels, flops, params):
-    model = RandWireClassifier(RandWire(ws_specs(regime), regime, channels)).eval()
-    counter = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
-    counter.unsupported_ops_warnings(False)
-    counter.uncalled_modules_warnings(False)
-    assert counter.total() == pytest.approx(flops, rel=0.03)
-    assert parameter_count(model)[""] == pytest.approx(params, rel=0.03)
 
 
 def test_classifier_output_and_stage_strides():

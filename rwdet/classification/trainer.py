@@ -25,7 +25,8 @@ from fvcore.common.param_scheduler import CosineParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..config import randwire_graph_specs
+from ..analysis.stats import format_statistics
+from ..config import REGIMES, randwire_graph_specs
 from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 from ..engine.transfer import PretrainMeta
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
@@ -192,6 +193,10 @@ class ClassificationTrainer(TrainerBase):
         self._trainer._data_loader_iter_obj = None
 
     def train(self):
+        if self.cfg.MODEL.ARCH == "randwire":
+            stages = REGIMES[self.cfg.MODEL.RANDWIRE.REGIME]
+            logger.info("Random graphs of the model:\n%s",
+                        format_statistics(list(zip(stages, randwire_graph_specs(self.cfg)))))
         logger.info(
             "Training %s for %d iterations (%.2f epochs of %d images, %d iterations each), "
             "batch %d, lr %.4g, starting at iteration %d",

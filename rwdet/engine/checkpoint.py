@@ -46,10 +46,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         loaded = super()._load_file(filename)
         specs = next((m.specs for m in self.model.modules() if isinstance(m, RandWire)), None)
-        into_detector = any(k.startswith("backbone.bottom_up.") for k in self.model.state_dict())
-        if is_pretraining_checkpoint(loaded) and into_detector:
-            state = classifier_to_detector_state(loaded, self.model.state_dict(), specs, filename)
-            return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
+        if is_pretraining_checkpoint(loaded):
+            target = self.model.state_dict()
+            if any(k.startswith("backbone.bottom_up.") for k in target):  # into a detector
+                state = classifier_to_detector_state(loaded, target, specs, filename)
+                return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
         if specs is not None and "randwire_graphs" in loaded:
             # Same architecture, other graphs: shapes may still match, so check the specs.
             GraphSpecRecord(specs).load_state_dict(loaded["randwire_graphs"])

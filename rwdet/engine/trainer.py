@@ -13,7 +13,8 @@ from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..config import randwire_graph_specs
+from ..analysis.stats import format_statistics
+from ..config import REGIMES, randwire_graph_specs
 from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 
 __all__ = ["Trainer", "format_results", "save_results"]
@@ -29,9 +30,19 @@ class Trainer(DefaultTrainer):
       ``coco_instances_results.json`` under ``OUTPUT_DIR/inference/<dataset>``.
     - Checkpoints: :class:`AtomicDetectionCheckpointer`, with the model's graph specs stored in
       each checkpoint (key ``randwire_graphs``) and checked on ``--resume``.
+    - Logging: before training, a table of the random graphs' statistics
+      (:func:`rwdet.analysis.stats.format_statistics`).
     - Results: after testing, ``OUTPUT_DIR/eval_results.json`` holds every metric, and the log
       shows a table with AP, AP50, AP75 and the per-class AP.
     """
+
+    def train(self):
+        """Log the statistics of the backbone's random graphs (if any), then train."""
+        if "RANDWIRE" in self.cfg.MODEL and "randwire" in self.cfg.MODEL.BACKBONE.NAME:
+            stages = REGIMES[self.cfg.MODEL.RANDWIRE.REGIME]
+            logger.info("Random graphs of the backbone:\n%s",
+                        format_statistics(list(zip(stages, randwire_graph_specs(self.cfg)))))
+        return super().train()
 
     def build_hooks(self):
         # DefaultTrainer built a plain DetectionCheckpointer; swap in the atomic one before the

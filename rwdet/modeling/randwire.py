@@ -8,7 +8,7 @@ Detectron2's ``modeling/backbone/resnet.py`` (a ``Backbone`` with ``stem`` and `
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,15 +94,29 @@ class RandWireNode(nn.Module):
             self.edge_weights = nn.Parameter(torch.zeros(in_degree))
         self.op = SeparableConv(in_channels, out_channels, stride, norm)
 
-    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: Sequence[torch.Tensor], active: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Args:
+            inputs: one tensor per incoming edge, in predecessor order (``in_degree`` of them);
+                with ``active``, only those edges' tensors, in the same order.
+            active: for a damaged graph (:meth:`RandWireStage.set_damage`): the positions of
+                the surviving incoming edges, each input keeping its own weight. None: all.
+        """
         if self.in_degree == 1:
             # The input may feed other nodes too: the ReLU must not modify it.
             return self.op(inputs[0])
         w = torch.sigmoid(self.edge_weights)
-        x = inputs[0] * w[0]
-        for i in range(1, self.in_degree):
-            x = x.addcmul_(inputs[i], w[i])
+        idx = range(self.in_degree) if active is None else active
+        x = None
+        for t, i in zip(inputs, idx):
+            x = t * w[i] if x is None else x.addcmul_(t, w[i])
         return self.op(x, inplace_relu=True)
+
+
+class _Damage(NamedTuple):
+    alive: List[bool]  # node runs
+    active: List[List[int]]  # positions (in the predecessor list) of each node's surviving inputs
+    outputs: List[int]  # surviving output nodes
+    fanout: List[int]  # surviving consumers of each node's output
 
 
 class RandWireStage(CNNBlockBase):
@@ -113,6 +127,14 @@ class RandWireStage(CNNBlockBase):
     other node maps ``out_channels`` to itself. The extra output node returns the unweighted mean
     of the nodes with no successor. Nodes run in index order (a topological order); each node's
     output is released as soon as its last consumer has run.
+
+    Graph damage (paper sec. 5, "graph damage"): :meth:`set_damage` removes nodes and edges at
+    evaluation time, without retraining. A removed node or edge contributes zero: it is left
+    out of every weighted sum it fed (the other inputs keep their own weights) and of the
+    output node's mean, whose denominator stays the number of undamaged output nodes. A node
+    that loses all of its inputs is removed too (its output would be a constant), and so on
+    downstream. If no output node survives, the stage returns zeros of its usual shape, so
+    the damaged network still runs.
 
     Args:
         spec: the stage's DAG.
@@ -144,8 +166,99 @@ class RandWireStage(CNNBlockBase):
         self._fanout: List[int] = [len(s) for s in spec.successors()]
         for u in self._outputs:
             self._fanout[u] += 1
+        self._damage: Optional[_Damage] = None
+
+    def set_damage(self, nodes: Iterable[int] = (), edges: Iterable[Tuple[int, int]] = ()) -> None:
+        """Remove ``nodes`` and ``edges`` from the stage's graph until :meth:`clear_damage`.
+
+        See the class docstring for what removal means. Removing nothing restores the intact
+        stage exactly. The parameters are untouched.
+
+        Args:
+            nodes: node indices in ``[0, N)``.
+            edges: ``(u, v)`` pairs, each an edge of the stage's graph.
+
+        Raises:
+            ValueError: a node out of range or an edge not in the graph (the message lists
+                what is allowed).
+        """
+        nodes = sorted({int(v) for v in nodes})
+        edges = sorted({(int(u), int(v)) for u, v in edges})
+        n = self.spec.num_nodes
+        bad = [v for v in nodes if not 0 <= v < n]
+        if bad:
+            raise ValueError(f"nodes {bad} are out of range; this stage has nodes 0..{n - 1}")
+        known = set(self.spec.edges)
+        bad_edges = [e for e in edges if e not in known]
+        if bad_edges:
+            raise ValueError(
+                f"edges {bad_edges} are not in the stage's graph {self.spec.describe()}; "
+                "allowed: the pairs of spec.edges"
+            )
+        if not nodes and not edges:
+            self._damage = None
+            return
+        removed_nodes, removed_edges = set(nodes), set(edges)
+        alive = [False] * n
+        active: List[List[int]] = [[] for _ in range(n)]
+        for v, preds in enumerate(self._preds):
+            if v in removed_nodes:
+                continue
+            if not preds:
+                alive[v] = True
+                continue
+            active[v] = [i for i, u in enumerate(preds) if alive[u] and (u, v) not in removed_edges]
+            alive[v] = bool(active[v])
+        fanout = [0] * n
+        for v in range(n):
+            if alive[v]:
+                for i in active[v]:
+                    fanout[self._preds[v][i]] += 1
+        outputs = [u for u in self._outputs if alive[u]]
+        for u in outputs:
+            fanout[u] += 1
+        self._damage = _Damage(alive, active, outputs, fanout)
+
+    def clear_damage(self) -> None:
+        """Undo :meth:`set_damage`: the stage computes its intact graph again."""
+        self._damage = None
+
+    @property
+    def removed_nodes(self) -> List[int]:
+        """Nodes that do not run under the current damage (removed, or left without inputs)."""
+        if self._damage is None:
+            return []
+        return [v for v, a in enumerate(self._damage.alive) if not a]
+
+    def _forward_damaged(self, x: torch.Tensor) -> torch.Tensor:
+        d = self._damage
+        live: Dict[int, torch.Tensor] = {}
+        remaining = list(d.fanout)
+        for v, node in enumerate(self.nodes):
+            if not d.alive[v]:
+                continue
+            preds = self._preds[v]
+            if not preds:
+                live[v] = node((x,))
+                continue
+            used = [preds[i] for i in d.active[v]]
+            live[v] = node([live[u] for u in used], d.active[v])
+            for u in used:
+                remaining[u] -= 1
+                if remaining[u] == 0:
+                    del live[u]
+        if not d.outputs:
+            h, w = x.shape[-2:]
+            s = self.stride
+            return x.new_zeros(x.shape[0], self.out_channels, -(-h // s), -(-w // s))
+        out = live.pop(d.outputs[0])
+        for u in d.outputs[1:]:
+            out = out + live.pop(u)
+        return out / len(self._outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._damage is not None:
+            return self._forward_damaged(x)
         live: Dict[int, torch.Tensor] = {}
         remaining = list(self._fanout)
         for v, node in enumerate(self.nodes):
