@@ -23,23 +23,15 @@ import sys
 # Runnable from a checkout without installing rwdet.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from rwdet.analysis.common import add_source_arguments, check_source_arguments  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config-file", metavar="CONFIG", help="classification or detection config (YAML)")
-    source.add_argument("--checkpoint", metavar="CKPT", help="rwdet checkpoint holding the trained graphs")
+    add_source_arguments(parser)
     parser.add_argument("--json", metavar="OUT.json", help="also write the statistics as JSON here")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="config overrides (only with --config-file)")
     args = parser.parse_args(argv)
-    path = args.config_file or args.checkpoint
-    if not os.path.isfile(path):
-        parser.error(f"{'--config-file' if args.config_file else '--checkpoint'} {path!r}: no such file")
-    if args.checkpoint and args.opts:
-        parser.error(f"config overrides {args.opts} apply to --config-file only, not to --checkpoint")
-    if len(args.opts) % 2:
-        parser.error(f"overrides must be KEY VALUE pairs, got an odd number: {args.opts}")
+    check_source_arguments(parser, args)
     return args
 
 

@@ -15,7 +15,7 @@ from detectron2.config import CfgNode
 from ..config import REGIMES, randwire_graph_specs
 from ..graphs import GraphSpec
 
-__all__ = ["config_task", "load_any_config", "stage_specs"]
+__all__ = ["add_source_arguments", "check_source_arguments", "config_task", "load_any_config", "stage_specs"]
 
 
 def _read_yaml_chain(path: str) -> List[dict]:
@@ -93,3 +93,27 @@ def stage_specs(
     if task == "classification" and cfg.MODEL.ARCH != "randwire":
         raise ValueError(f"{config_file} builds MODEL.ARCH={cfg.MODEL.ARCH!r}, which has no random graphs")
     return list(zip(REGIMES[cfg.MODEL.RANDWIRE.REGIME], randwire_graph_specs(cfg)))
+
+
+def add_source_arguments(parser) -> None:
+    """Add the graph-source options of the analysis tools to an ``argparse`` parser: exactly one
+    of ``--config-file`` / ``--checkpoint``, then trailing ``KEY VALUE`` overrides (``opts``)."""
+    import argparse
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-file", metavar="CONFIG", help="classification or detection config (YAML)")
+    source.add_argument("--checkpoint", metavar="CKPT", help="rwdet checkpoint holding the trained graphs")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides (only with --config-file)")
+
+
+def check_source_arguments(parser, args) -> None:
+    """Validate the options of :func:`add_source_arguments`; ``parser.error`` (exit 2) names a
+    missing file, overrides given with a checkpoint, or an odd number of overrides."""
+    path = args.config_file or args.checkpoint
+    if not os.path.isfile(path):
+        parser.error(f"{'--config-file' if args.config_file else '--checkpoint'} {path!r}: no such file")
+    if args.checkpoint and args.opts:
+        parser.error(f"config overrides {args.opts} apply to --config-file only, not to --checkpoint")
+    if len(args.opts) % 2:
+        parser.error(f"overrides must be KEY VALUE pairs, got an odd number: {args.opts}")
