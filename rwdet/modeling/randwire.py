@@ -112,11 +112,14 @@ class RandWireNode(nn.Module):
         return self.op(x, inplace_relu=True)
 
 
-class _Damage(NamedTuple):
+class _Wiring(NamedTuple):
+    """What a stage's forward computes: the intact graph, or the graph left by some damage."""
+
     alive: List[bool]  # node runs
-    active: List[List[int]]  # positions (in the predecessor list) of each node's surviving inputs
-    outputs: List[int]  # surviving output nodes
-    fanout: List[int]  # surviving consumers of each node's output
+    inputs: List[List[int]]  # the predecessors whose outputs each node sums
+    active: List[Optional[List[int]]]  # their positions among the node's in-edges (None: all)
+    outputs: List[int]  # output nodes that run
+    fanout: List[int]  # consumers of each node's output (the output node included)
 
 
 class RandWireStage(CNNBlockBase):
@@ -163,10 +166,12 @@ class RandWireStage(CNNBlockBase):
         self._preds: List[List[int]] = preds
         self._outputs: List[int] = spec.output_nodes()
         # Number of consumers of each node's output (successors, plus the output node).
-        self._fanout: List[int] = [len(s) for s in spec.successors()]
+        fanout = [len(s) for s in spec.successors()]
         for u in self._outputs:
-            self._fanout[u] += 1
-        self._damage: Optional[_Damage] = None
+            fanout[u] += 1
+        n = spec.num_nodes
+        self._intact = _Wiring([True] * n, preds, [None] * n, self._outputs, fanout)
+        self._wiring = self._intact
 
     def set_damage(self, nodes: Iterable[int] = (), edges: Iterable[Tuple[int, int]] = ()) -> None:
         """Remove ``nodes`` and ``edges`` from the stage's graph until :meth:`clear_damage`.
@@ -196,7 +201,7 @@ class RandWireStage(CNNBlockBase):
                 "allowed: the pairs of spec.edges"
             )
         if not nodes and not edges:
-            self._damage = None
+            self._wiring = self._intact
             return
         removed_nodes, removed_edges = set(nodes), set(edges)
         alive = [False] * n
@@ -209,72 +214,54 @@ class RandWireStage(CNNBlockBase):
                 continue
             active[v] = [i for i, u in enumerate(preds) if alive[u] and (u, v) not in removed_edges]
             alive[v] = bool(active[v])
+        inputs = [[self._preds[v][i] for i in active[v]] for v in range(n)]
         fanout = [0] * n
         for v in range(n):
-            if alive[v]:
-                for i in active[v]:
-                    fanout[self._preds[v][i]] += 1
+            for u in inputs[v]:
+                fanout[u] += 1
         outputs = [u for u in self._outputs if alive[u]]
         for u in outputs:
             fanout[u] += 1
-        self._damage = _Damage(alive, active, outputs, fanout)
+        self._wiring = _Wiring(alive, inputs, active, outputs, fanout)
 
     def clear_damage(self) -> None:
         """Undo :meth:`set_damage`: the stage computes its intact graph again."""
-        self._damage = None
+        self._wiring = self._intact
+
+    @property
+    def is_damaged(self) -> bool:
+        """True between :meth:`set_damage` (removing something) and :meth:`clear_damage`."""
+        return self._wiring is not self._intact
 
     @property
     def removed_nodes(self) -> List[int]:
         """Nodes that do not run under the current damage (removed, or left without inputs)."""
-        if self._damage is None:
-            return []
-        return [v for v, a in enumerate(self._damage.alive) if not a]
-
-    def _forward_damaged(self, x: torch.Tensor) -> torch.Tensor:
-        d = self._damage
-        live: Dict[int, torch.Tensor] = {}
-        remaining = list(d.fanout)
-        for v, node in enumerate(self.nodes):
-            if not d.alive[v]:
-                continue
-            preds = self._preds[v]
-            if not preds:
-                live[v] = node((x,))
-                continue
-            used = [preds[i] for i in d.active[v]]
-            live[v] = node([live[u] for u in used], d.active[v])
-            for u in used:
-                remaining[u] -= 1
-                if remaining[u] == 0:
-                    del live[u]
-        if not d.outputs:
-            h, w = x.shape[-2:]
-            s = self.stride
-            return x.new_zeros(x.shape[0], self.out_channels, -(-h // s), -(-w // s))
-        out = live.pop(d.outputs[0])
-        for u in d.outputs[1:]:
-            out = out + live.pop(u)
-        return out / len(self._outputs)
+        return [v for v, a in enumerate(self._wiring.alive) if not a]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._damage is not None:
-            return self._forward_damaged(x)
+        w = self._wiring
         live: Dict[int, torch.Tensor] = {}
-        remaining = list(self._fanout)
+        remaining = list(w.fanout)
         for v, node in enumerate(self.nodes):
-            preds = self._preds[v]
-            if not preds:
+            if not w.alive[v]:
+                continue
+            preds = w.inputs[v]
+            if not preds:  # fed by the stage's input node
                 live[v] = node((x,))
                 continue
-            live[v] = node([live[u] for u in preds])
+            live[v] = node([live[u] for u in preds], w.active[v])
             for u in preds:
                 remaining[u] -= 1
                 if remaining[u] == 0:
                     del live[u]
-        out = live.pop(self._outputs[0])
+        if not w.outputs:  # damage left no output node
+            h, wd = x.shape[-2:]
+            s = self.stride
+            return x.new_zeros(x.shape[0], self.out_channels, -(-h // s), -(-wd // s))
+        out = live.pop(w.outputs[0])
+        for u in w.outputs[1:]:
+            out = out + live.pop(u)
         if len(self._outputs) > 1:
-            for u in self._outputs[1:]:
-                out = out + live.pop(u)
             out = out / len(self._outputs)
         return out
 
