@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import List, Tuple
 
 from detectron2.config import CfgNode as CN
 
 from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 
-__all__ = ["REGIMES", "add_randwire_config", "add_randwire_model_config", "randwire_graph_specs", "freeze_graph_specs"]
+__all__ = [
+    "REGIMES", "add_randwire_config", "add_randwire_model_config", "randwire_graph_specs",
+    "randwire_stage_specs", "freeze_graph_specs",
+]
 
 #: Regime name -> the stages that are random graphs (paper table 1).
 REGIMES = {"small": ("res3", "res4", "res5"), "regular": ("res2", "res3", "res4", "res5")}
@@ -125,6 +128,16 @@ def randwire_graph_specs(cfg: CN) -> List[GraphSpec]:
                 "using the saved edges.", i, s.describe()
             )
     return saved
+
+
+def randwire_stage_specs(cfg: CN) -> List[Tuple[str, GraphSpec]]:
+    """``(stage name, spec)`` for each random stage (res3..res5 small, res2..res5 regular), the
+    specs as :func:`randwire_graph_specs` resolves them.
+
+    Raises:
+        ValueError: as :func:`randwire_graph_specs`.
+    """
+    return list(zip(REGIMES[cfg.MODEL.RANDWIRE.REGIME], randwire_graph_specs(cfg)))
 
 
 def freeze_graph_specs(cfg: CN) -> List[GraphSpec]:

@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import networkx as nx
 
-__all__ = ["GRAPH_MODELS", "GraphSpec", "generate_graph", "validate_graph_params"]
+__all__ = ["GRAPH_MODELS", "GraphSpec", "format_setting", "generate_graph", "validate_graph_params"]
 
 #: Graph model name -> the names of its parameters, in the paper's order.
 GRAPH_MODELS: Dict[str, Tuple[str, ...]] = {
@@ -76,6 +76,15 @@ def validate_graph_params(model: str, params: Dict[str, float], num_nodes: int) 
             raise ValueError(f"BA: M={m!r} is invalid; M must be an integer with 1 <= M < N (N={num_nodes})")
         out["M"] = int(m)
     return {k: out[k] for k in expected}
+
+
+def format_setting(model: str, params: Dict[str, float]) -> str:
+    """A generator setting in the paper's notation, e.g. ``WS(4, 0.75)``, ``ER(0.2)``, ``BA(5)``.
+
+    Args:
+        model: a key of :data:`GRAPH_MODELS`; params: its parameters (all of them).
+    """
+    return f"{model}({', '.join(f'{params[k]:g}' for k in GRAPH_MODELS[model])})"
 
 
 @dataclass(frozen=True)
@@ -205,8 +214,7 @@ class GraphSpec:
 
     def describe(self) -> str:
         """Short name in the paper's notation, e.g. ``WS(4, 0.75) N=32 seed=1``."""
-        args = ", ".join(f"{self.params[k]:g}" for k in GRAPH_MODELS[self.model])
-        return f"{self.model}({args}) N={self.num_nodes} seed={self.seed}"
+        return f"{format_setting(self.model, self.params)} N={self.num_nodes} seed={self.seed}"
 
 
 def _ba_initial_graph(m: int) -> nx.Graph:

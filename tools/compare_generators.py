@@ -19,7 +19,6 @@ settings collects the table. Trailing ``KEY VALUE`` pairs override the config of
 """
 
 import argparse
-import logging
 import os
 import sys
 import time

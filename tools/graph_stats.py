@@ -49,6 +49,7 @@ def main(argv=None):
     args = parse_args(argv)
     specs = load_stage_specs(args)
     from rwdet.analysis.stats import format_statistics, graph_statistics
+    from rwdet.engine.checkpoint import atomic_write
 
     print(f"Graphs of {args.config_file or args.checkpoint}:")
     print(format_statistics(specs))
@@ -64,9 +65,9 @@ def main(argv=None):
         parent = os.path.dirname(args.json)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        with open(args.json, "w") as f:
-            # NaN (a graph without edges) is written as null, keeping the file strict JSON.
-            json.dump(_nan_to_none(out), f, indent=2)
+        # NaN (a graph without edges) is written as null, keeping the file strict JSON.
+        text = json.dumps(_nan_to_none(out), indent=2)
+        atomic_write(args.json, lambda f: f.write(text.encode()))
         print(f"wrote {args.json}")
 
 

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import yaml
 from detectron2.config import CfgNode
 
-from ..config import REGIMES, randwire_graph_specs
+from ..config import REGIMES, randwire_stage_specs
 from ..graphs import GraphSpec
 
 __all__ = ["add_source_arguments", "check_source_arguments", "config_task", "load_any_config", "stage_specs"]
@@ -92,7 +92,7 @@ def stage_specs(
     task, cfg = load_any_config(config_file, opts)
     if task == "classification" and cfg.MODEL.ARCH != "randwire":
         raise ValueError(f"{config_file} builds MODEL.ARCH={cfg.MODEL.ARCH!r}, which has no random graphs")
-    return list(zip(REGIMES[cfg.MODEL.RANDWIRE.REGIME], randwire_graph_specs(cfg)))
+    return randwire_stage_specs(cfg)
 
 
 def add_source_arguments(parser) -> None:

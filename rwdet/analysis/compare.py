@@ -20,7 +20,7 @@ import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import REGIMES
-from ..graphs import GRAPH_MODELS, validate_graph_params
+from ..graphs import GRAPH_MODELS, format_setting, validate_graph_params
 
 __all__ = [
     "format_markdown",
@@ -69,9 +69,8 @@ def parse_setting(text: str, num_nodes: int = 32) -> Tuple[str, Dict[str, float]
     return model, validate_graph_params(model, params, num_nodes)
 
 
-def setting_name(model: str, params: Dict[str, float]) -> str:
-    """The paper's notation for a setting, e.g. ``WS(4, 0.75)``."""
-    return f"{model}({', '.join(f'{params[k]:g}' for k in GRAPH_MODELS[model])})"
+#: The paper's notation for a setting, e.g. ``WS(4, 0.75)`` (:func:`rwdet.graphs.format_setting`).
+setting_name = format_setting
 
 
 def _dir_name(model: str, params: Dict[str, float]) -> str:

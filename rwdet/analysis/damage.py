@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from torch import nn
 
+from ..graphs import format_setting
 from ..modeling.randwire import RandWireStage
 
 __all__ = [
@@ -117,7 +118,7 @@ def damage_targets(
     for name, stage in stages.items():
         spec = stage.spec
         succs, preds = spec.successors(), spec.predecessors()
-        generator = spec.describe().split(" N=")[0]
+        generator = format_setting(spec.model, spec.params)
         if kind == "node":
             for v in range(spec.num_nodes):
                 out_degree = len(succs[v]) + (0 if succs[v] else 1)

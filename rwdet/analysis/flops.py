@@ -170,10 +170,11 @@ def _graph_fields(cfg, arch: str) -> Tuple[str, str, Optional[int], Optional[int
     if arch != "randwire":
         return "", "", None, None
     from ..config import randwire_graph_specs
+    from ..graphs import format_setting
 
     rw = cfg.MODEL.RANDWIRE
     spec = randwire_graph_specs(cfg)[-1]  # a full stage (the regular regime's res2 has N/2)
-    graph = spec.describe().split(" N=")[0]
+    graph = format_setting(spec.model, spec.params)
     return graph, rw.REGIME, int(rw.CHANNELS), int(spec.num_nodes)
 
 

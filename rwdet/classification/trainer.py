@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..analysis.stats import format_statistics
-from ..config import REGIMES, randwire_graph_specs
+from ..config import randwire_graph_specs, randwire_stage_specs
 from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 from ..engine.transfer import PretrainMeta
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
@@ -194,9 +194,7 @@ class ClassificationTrainer(TrainerBase):
 
     def train(self):
         if self.cfg.MODEL.ARCH == "randwire":
-            stages = REGIMES[self.cfg.MODEL.RANDWIRE.REGIME]
-            logger.info("Random graphs of the model:\n%s",
-                        format_statistics(list(zip(stages, randwire_graph_specs(self.cfg)))))
+            logger.info("Random graphs of the model:\n%s", format_statistics(randwire_stage_specs(self.cfg)))
         logger.info(
             "Training %s for %d iterations (%.2f epochs of %d images, %d iterations each), "
             "batch %d, lr %.4g, starting at iteration %d",

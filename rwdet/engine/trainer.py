@@ -14,7 +14,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..analysis.stats import format_statistics
-from ..config import REGIMES, randwire_graph_specs
+from ..config import randwire_graph_specs, randwire_stage_specs
 from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 
 __all__ = ["Trainer", "format_results", "save_results"]
@@ -39,9 +39,7 @@ class Trainer(DefaultTrainer):
     def train(self):
         """Log the statistics of the backbone's random graphs (if any), then train."""
         if "RANDWIRE" in self.cfg.MODEL and "randwire" in self.cfg.MODEL.BACKBONE.NAME:
-            stages = REGIMES[self.cfg.MODEL.RANDWIRE.REGIME]
-            logger.info("Random graphs of the backbone:\n%s",
-                        format_statistics(list(zip(stages, randwire_graph_specs(self.cfg)))))
+            logger.info("Random graphs of the backbone:\n%s", format_statistics(randwire_stage_specs(self.cfg)))
         return super().train()
 
     def build_hooks(self):
