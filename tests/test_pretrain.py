@@ -140,3 +140,25 @@ def test_config_errors(tmp_path):
         ClassificationTrainer(load_cls_config(CLS, ["MODEL.ARCH", "vgg", "OUTPUT_DIR", str(tmp_path)]))
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         ClassificationTrainer(load_cls_config(CLS, ["DATA.ROOT", str(tmp_path / "none"), "OUTPUT_DIR", str(tmp_path)]))
+
+
+def test_channels_last_trains_the_same_model(tmp_path):
+    opts = ["SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", "100"]
+    plain, res_plain = train(tmp_path / "plain", *opts)
+    nhwc, res_nhwc = train(tmp_path / "nhwc", *opts, "MODEL.CHANNELS_LAST", "True")
+    conv = [p for p in nhwc.net.parameters() if p.dim() == 4]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.net.parameters() if p.dim() == 4)
+    a, b = plain.net.state_dict(), nhwc.net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:  # same arithmetic in another order: equal up to float rounding
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-4, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    assert res_nhwc["top1"] == pytest.approx(res_plain["top1"], abs=0.2)
+    # Its checkpoint is an ordinary one: it loads into the (contiguous) detector, every key matched.
+    ckpt = str(tmp_path / "nhwc" / "model_final.pth")
+    model = build_model(load_config(DET, ["MODEL.WEIGHTS", ckpt]))
+    AtomicDetectionCheckpointer(model).load(ckpt, checkpointables=[])
+    assert classifier_to_detector_state.last_report["missing"] == []
+    for k, v in b.items():
+        if k.startswith("body."):
+            assert torch.equal(model.state_dict()["backbone.bottom_up." + k[len("body."):]], v), k

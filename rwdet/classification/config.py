@@ -19,6 +19,9 @@ def get_cls_cfg() -> CN:
     MODEL.NUM_CLASSES, MODEL.HEAD_CHANNELS (1280), MODEL.DROPOUT: the classifier head.
     MODEL.RANDWIRE: as for detection (``add_randwire_config``); OUT_FEATURES is res5 here.
     MODEL.WEIGHTS: checkpoint to start from ("" = random init). MODEL.DEVICE: "cuda" or "cpu".
+    MODEL.CHANNELS_LAST: keep weights and images in ``torch.channels_last`` (NHWC) memory
+        format, as timm's ``--channels-last``; same model, same checkpoints, a different speed
+        (1.5x faster training of the small-regime RandWire on a 2-core CPU).
     DATA.NAME: "imagenet" (folders ``ROOT/train/<wnid>/*.JPEG``, ``ROOT/val/<wnid>/*.JPEG``)
         or "fashion_mnist" (Debian's IDX files). DATA.ROOT: "" = the dataset's default.
     DATA.IMAGE_SIZE: training crop (224); DATA.TEST_RESIZE: val resize (0 = size * 256/224).
@@ -38,6 +41,7 @@ def get_cls_cfg() -> CN:
     _C.MODEL.DROPOUT = 0.0
     _C.MODEL.WEIGHTS = ""
     _C.MODEL.DEVICE = "cuda"
+    _C.MODEL.CHANNELS_LAST = False
     add_randwire_model_config(_C)
     _C.MODEL.RANDWIRE.OUT_FEATURES = ["res5"]
 

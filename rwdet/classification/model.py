@@ -58,17 +58,20 @@ class ClassificationModel(nn.Module):
     Args:
         net: classifier, (B, 3, H, W) -> (B, K) logits.
         label_smoothing: cross-entropy label smoothing (0.1 in the paper).
+        channels_last: give ``net`` its images in ``torch.channels_last`` memory format (use it
+            with a ``net`` converted by ``net.to(memory_format=torch.channels_last)``).
 
     Forward:
         batch: ``(images (B, 3, H, W) float, labels (B,) int64)``, on any device (moved to the
-        model's). Training: ``{"loss_cls": scalar}``, and the batch top-1 (percent) goes to the
+        model's, and to channels_last if asked). Training: ``{"loss_cls": scalar}``, and the batch top-1 (percent) goes to the
         EventStorage as ``train_top1`` when one is active. Eval: (B, K) logits.
     """
 
-    def __init__(self, net: nn.Module, label_smoothing: float = 0.0):
+    def __init__(self, net: nn.Module, label_smoothing: float = 0.0, channels_last: bool = False):
         super().__init__()
         self.net = net
         self.label_smoothing = label_smoothing
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     @property
     def device(self) -> torch.device:
@@ -76,7 +79,7 @@ class ClassificationModel(nn.Module):
 
     def forward(self, batch: Tuple[torch.Tensor, torch.Tensor]) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
         images, labels = batch
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
         logits = self.net(images)
         if not self.training:
             return logits

@@ -127,8 +127,10 @@ class ClassificationTrainer(TrainerBase):
         self.train_set = build_dataset(cfg, is_train=True)
         self.test_set = build_dataset(cfg, is_train=False)
         net = build_classifier(cfg).to(device)
+        if cfg.MODEL.CHANNELS_LAST:  # before the optimizer and checkpointer see the weights
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
-        model = ClassificationModel(net, cfg.SOLVER.LABEL_SMOOTHING).to(device)
+        model = ClassificationModel(net, cfg.SOLVER.LABEL_SMOOTHING, cfg.MODEL.CHANNELS_LAST).to(device)
         if comm.get_world_size() > 1:
             model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
