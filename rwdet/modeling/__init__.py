@@ -2,11 +2,13 @@
 
 from .randwire import (  # noqa: F401
     REGIMES,
+    DepthwiseConv3x3,
     RandWire,
     RandWireClassifier,
     RandWireNode,
     RandWireStage,
     SeparableConv,
+    depthwise_tap_index,
     stage_layout,
 )
 from .backbone import build_randwire_backbone, build_randwire_fpn_backbone  # noqa: F401
