@@ -85,12 +85,13 @@ class DepthwiseConv3x3(nn.Conv2d):
     The parameter (``weight``, shape (C, 1, 3, 3)) and the result are those of
     ``nn.Conv2d(C, C, 3, stride, padding=1, groups=C, bias=False)``, so checkpoints are shared
     with it. On the CPU, PyTorch's depthwise kernels (oneDNN) take a slow path when the map is
-    smaller than the kernel: on 2 cores, forward+backward of a (128, 312, 2, 2) input takes about
-    17 ms, eight times the cost of a (128, 312, 4, 4) input. Such maps are the last stages of
+    smaller than the kernel: on 2 cores, forward+backward of a (128, 312, 2, 2) input at stride 1
+    takes 17 to 27 ms, against about 2 ms for a (128, 312, 4, 4) input at stride 2 (the same
+    output size; ``tools/benchmark_depthwise.py``). Such maps are the last stages of
     RandWire classifiers on small images (Fashion-MNIST at 32 or 64 px). There, for maps of at
     most ``MAX_MATRIX_PIXELS`` pixels, the same sum is computed as one multiply-and-sum: each
     channel's conv is a dense (H_out*W_out, H*W) matrix gathered from its 9 taps (see
-    :func:`depthwise_tap_index`), about 8x faster. Larger maps, other devices, and
+    :func:`depthwise_tap_index`), 3x to 44x faster. Larger maps, other devices, and
     ``torch.jit`` tracing (fvcore's FLOP count) use ``nn.Conv2d``'s own kernel.
 
     Args:
@@ -121,11 +122,12 @@ class DepthwiseConv3x3(nn.Conv2d):
             or h * w > self.MAX_MATRIX_PIXELS
         ):
             return super().forward(x)
+        s = self.stride[0]
         index = self._tap_index.get((h, w))
         if index is None:
-            index = self._tap_index[(h, w)] = depthwise_tap_index(h, w, self.stride[0])
+            index = self._tap_index[(h, w)] = depthwise_tap_index(h, w, s)
         b, c = x.shape[:2]
-        ho, wo = -(-h // self.stride[0]), -(-w // self.stride[1])
+        ho, wo = -(-h // s), -(-w // s)
         taps = torch.cat([self.weight.reshape(c, 9), self.weight.new_zeros(c, 1)], 1)  # (C, 10)
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # NHWC: (B, 1, HW, C) * (HoWo, HW, C), summed over the input pixels.
