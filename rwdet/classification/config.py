@@ -21,7 +21,7 @@ def get_cls_cfg() -> CN:
     MODEL.WEIGHTS: checkpoint to start from ("" = random init). MODEL.DEVICE: "cuda" or "cpu".
     MODEL.CHANNELS_LAST: keep weights and images in ``torch.channels_last`` (NHWC) memory
         format, as timm's ``--channels-last``; same model, same checkpoints, a different speed
-        (1.5x faster training of the small-regime RandWire on a 2-core CPU).
+        (faster on CPUs whose oneDNN kernels prefer NHWC).
     DATA.NAME: "imagenet" (folders ``ROOT/train/<wnid>/*.JPEG``, ``ROOT/val/<wnid>/*.JPEG``)
         or "fashion_mnist" (Debian's IDX files). DATA.ROOT: "" = the dataset's default.
     DATA.IMAGE_SIZE: training crop (224); DATA.TEST_RESIZE: val resize (0 = size * 256/224).

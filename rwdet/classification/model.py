@@ -63,8 +63,9 @@ class ClassificationModel(nn.Module):
 
     Forward:
         batch: ``(images (B, 3, H, W) float, labels (B,) int64)``, on any device (moved to the
-        model's, and to channels_last if asked). Training: ``{"loss_cls": scalar}``, and the batch top-1 (percent) goes to the
-        EventStorage as ``train_top1`` when one is active. Eval: (B, K) logits.
+        model's, and to channels_last if asked). Training: ``{"loss_cls": scalar}``, and the
+        batch top-1 (percent) goes to the EventStorage as ``train_top1`` when one is active.
+        Eval: (B, K) logits.
     """
 
     def __init__(self, net: nn.Module, label_smoothing: float = 0.0, channels_last: bool = False):
