@@ -37,6 +37,8 @@ def add_randwire_model_config(cfg: CN) -> CN:
     rw.FREEZE_AT = 0
     rw.GRAPHS = []
     rw.PRETRAINED_GRAPHS = "check"
+    rw.FORWARD = "level"  # stage forward: "level" (each topological level batched) or "node" (per-node reference)
+    rw.RECOMPUTE = "none"  # recomputed in backward instead of stored: "none", "depthwise" or "pointwise"
     return cfg
 
 
@@ -59,6 +61,10 @@ def add_randwire_config(cfg: CN) -> CN:
         PRETRAINED_GRAPHS: what to do when MODEL.WEIGHTS is an rwdet pretraining checkpoint
             whose graphs differ from the config's: "check" refuses it; "adopt" builds the
             model with the checkpoint's graphs.
+        FORWARD: "level" runs each topological level's nodes as one op per kind; "node" runs
+            one node at a time (the reference). Same function, same parameters and checkpoints.
+        RECOMPUTE: what the level forward recomputes in backward instead of storing: "none",
+            "depthwise" (weighted sums, ReLU, depthwise conv) or "pointwise" (also the 1x1 conv).
     DATASETS:
         BCCD_ROOT: root of the BCCD dataset (PASCAL VOC layout); "" registers nothing.
         COCO_JSON: list of [name, json_file, image_root] to register as COCO-format datasets.

@@ -21,10 +21,11 @@ CLS = str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml")
 DET = str(REPO / "tests" / "configs" / "tiny_bccd.yaml")
 
 
-def trained_stage(seed=1, n=32):
+def trained_stage(seed=1, n=32, forward_mode="level"):
     """A stage whose BN statistics and edge weights are not at their initial values."""
     torch.manual_seed(seed)
-    stage = RandWireStage(generate_graph("WS", {"K": 4, "P": 0.75}, n, seed), 8, 16, 2)
+    stage = RandWireStage(generate_graph("WS", {"K": 4, "P": 0.75}, n, seed), 8, 16, 2,
+                          forward_mode=forward_mode)
     with torch.no_grad():
         for node in stage.nodes:
             if node.in_degree > 1:
@@ -36,9 +37,10 @@ def trained_stage(seed=1, n=32):
     return stage.eval()
 
 
-@pytest.fixture(scope="module")
-def stage():
-    return trained_stage()
+@pytest.fixture(scope="module", params=["level", "node"])
+def stage(request):
+    """The same trained stage, once with each forward (damage must work on both)."""
+    return trained_stage(forward_mode=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +100,13 @@ def test_removed_node_output_is_zero_for_its_consumers(stage, x):
     preds, succs = spec.predecessors(), spec.successors()
     u = next(u for u in range(spec.num_nodes) if succs[u] and all(len(preds[s]) > 1 for s in succs[u]))
     handle = stage.nodes[u].register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    mode, stage.forward_mode = stage.forward_mode, "node"  # node hooks run on the per-node path
     try:
         with torch.no_grad():
             zeroed = stage(x)
     finally:
         handle.remove()
+        stage.forward_mode = mode
     torch.testing.assert_close(run(stage, x, nodes=[u]), zeroed)
 
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 
 from rwdet.modeling import DepthwiseConv3x3, RandWireClassifier, depthwise_tap_index
+from rwdet.modeling import randwire as randwire_module
 from rwdet.modeling.randwire import RandWire
 from rwdet.graphs import generate_graph
 
@@ -88,11 +89,15 @@ def test_parameters_and_state_dict_are_conv2d_s():
     m.load_state_dict(conv.state_dict())
 
 
-def test_classifier_same_with_path_on_and_off(monkeypatch):
-    # A small-regime classifier at 32 px: res4 runs at 2x2 and res5 at 1x1, where the path acts.
+@pytest.mark.parametrize("forward_mode", ["node", "level"])
+def test_classifier_same_with_path_on_and_off(monkeypatch, forward_mode):
+    # A small-regime classifier at 32 px: res4 runs at 2x2 and res5 at 1x1, where the path acts
+    # (through the module on the per-node forward, through the functional on the level forward).
     torch.manual_seed(0)
     specs = [generate_graph("WS", {"K": 4, "P": 0.75}, 8, s) for s in (1, 2, 3)]
-    model = RandWireClassifier(RandWire(specs, regime="small", channels=8), num_classes=10).double()
+    model = RandWireClassifier(
+        RandWire(specs, regime="small", channels=8, forward_mode=forward_mode), num_classes=10
+    ).double()
     x = torch.randn(4, 3, 32, 32, dtype=torch.double)
     labels = torch.randint(0, 10, (4,))
 
@@ -103,12 +108,24 @@ def test_classifier_same_with_path_on_and_off(monkeypatch):
         return logits.detach(), [p.grad.clone() for p in model.parameters()]
 
     kinds = set()
+
+    def record(out):
+        kinds.add("conv2d" if out.grad_fn.name() == CONV_GRAD else "matrix")
+
     hooks = [
-        mod.register_forward_hook(lambda m, i, o: kinds.add(o.grad_fn.name() == CONV_GRAD))
+        mod.register_forward_hook(lambda m, i, o: record(o))
         for mod in model.modules() if isinstance(mod, DepthwiseConv3x3)
     ]
+    functional = randwire_module.depthwise_conv3x3
+
+    def recording_functional(*args, **kwargs):
+        out = functional(*args, **kwargs)
+        record(out)
+        return out
+
+    monkeypatch.setattr(randwire_module, "depthwise_conv3x3", recording_functional)
     logits, grads = run()
-    assert kinds == {True, False}  # both paths ran
+    assert kinds == {"matrix", "conv2d"}  # both paths ran
     for h in hooks:
         h.remove()
     monkeypatch.setattr(DepthwiseConv3x3, "MAX_MATRIX_PIXELS", 0)

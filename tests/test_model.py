@@ -58,7 +58,7 @@ def test_stage_shapes_stride_and_grad(model, params):
 
 def test_stage_output_is_mean_of_sink_nodes():
     spec = generate_graph("WS", WS, 12, 2)
-    stage = RandWireStage(spec, 4, 4, 1).eval()
+    stage = RandWireStage(spec, 4, 4, 1, forward_mode="node").eval()  # per-node hooks
     outs = {}
     for v, node in enumerate(stage.nodes):
         node.register_forward_hook(lambda m, i, o, v=v: outs.__setitem__(v, o))
@@ -70,7 +70,7 @@ def test_stage_output_is_mean_of_sink_nodes():
 
 def test_node_outputs_released_after_last_consumer():
     spec = generate_graph("WS", WS, 32, 3)
-    stage = RandWireStage(spec, 4, 4, 1).eval()
+    stage = RandWireStage(spec, 4, 4, 1, forward_mode="node").eval()  # the reference path's release order
     succs = spec.successors()
     refs = {}
     alive_when_dead_expected = []

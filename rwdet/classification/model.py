@@ -26,7 +26,7 @@ def randwire(cfg) -> RandWireClassifier:
     rw = cfg.MODEL.RANDWIRE
     body = RandWire(
         randwire_graph_specs(cfg), regime=rw.REGIME, channels=rw.CHANNELS, norm=rw.NORM,
-        out_features=["res5"], freeze_at=rw.FREEZE_AT,
+        out_features=["res5"], freeze_at=rw.FREEZE_AT, forward_mode=rw.FORWARD, recompute=rw.RECOMPUTE,
     )
     return RandWireClassifier(
         body, num_classes=cfg.MODEL.NUM_CLASSES, head_channels=cfg.MODEL.HEAD_CHANNELS,

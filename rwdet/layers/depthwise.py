@@ -7,12 +7,14 @@ keeps.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import functools
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthwiseConv3x3", "depthwise_tap_index"]
+__all__ = ["DepthwiseConv3x3", "depthwise_conv3x3", "depthwise_tap_index"]
 
 
 def depthwise_tap_index(height: int, width: int, stride: int) -> torch.Tensor:
@@ -81,28 +83,50 @@ class DepthwiseConv3x3(nn.Conv2d):
 
     def __init__(self, channels: int, stride: int = 1):
         super().__init__(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False)
-        self._tap_index: Dict[Tuple[int, int], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if (
-            torch.jit.is_tracing()
-            or torch.jit.is_scripting()
-            or x.device.type != "cpu"
-            or h * w > self.MAX_MATRIX_PIXELS
-        ):
-            return super().forward(x)
-        s = self.stride[0]
-        index = self._tap_index.get((h, w))
-        if index is None:
-            index = self._tap_index[(h, w)] = depthwise_tap_index(h, w, s)
-        b, c = x.shape[:2]
-        ho, wo = -(-h // s), -(-w // s)
-        taps = torch.cat([self.weight.reshape(c, 9), self.weight.new_zeros(c, 1)], 1)  # (C, 10)
-        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            # NHWC: (B, 1, HW, C) * (HoWo, HW, C), summed over the input pixels.
-            y = (x.permute(0, 2, 3, 1).reshape(b, 1, h * w, c) * taps.t()[index]).sum(2)
-            return y.view(b, ho, wo, c).permute(0, 3, 1, 2)
-        # NCHW: (B, C, 1, HW) * (C, HoWo, HW), summed over the input pixels.
-        y = (x.reshape(b, c, 1, h * w) * taps[:, index]).sum(3)
-        return y.view(b, c, ho, wo)
+        return depthwise_conv3x3(x, self.weight, self.stride[0], self.MAX_MATRIX_PIXELS)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tap_index(height: int, width: int, stride: int) -> torch.Tensor:
+    return depthwise_tap_index(height, width, stride)
+
+
+def depthwise_conv3x3(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
+                      max_matrix_pixels: Optional[int] = None) -> torch.Tensor:
+    """Functional form of :class:`DepthwiseConv3x3`: ``F.conv2d(x, weight, None, stride, 1,
+    groups=C)``, with the matrix path for CPU maps of at most ``max_matrix_pixels`` pixels.
+
+    Args:
+        x: (B, C, H, W), contiguous or channels_last.
+        weight: (C, 1, 3, 3).
+        stride: >= 1.
+        max_matrix_pixels: maps of at most this many pixels take the matrix path on the CPU
+            (None: ``DepthwiseConv3x3.MAX_MATRIX_PIXELS``).
+
+    Returns:
+        (B, C, ceil(H/stride), ceil(W/stride)), in ``x``'s memory format.
+    """
+    h, w = x.shape[-2:]
+    if max_matrix_pixels is None:
+        max_matrix_pixels = DepthwiseConv3x3.MAX_MATRIX_PIXELS
+    if (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or x.device.type != "cpu"
+        or h * w > max_matrix_pixels
+    ):
+        return F.conv2d(x, weight, None, stride, 1, 1, weight.shape[0])
+    s = stride
+    index = _cached_tap_index(h, w, s)
+    b, c = x.shape[:2]
+    ho, wo = -(-h // s), -(-w // s)
+    taps = torch.cat([weight.reshape(c, 9), weight.new_zeros(c, 1)], 1)  # (C, 10)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # NHWC: (B, 1, HW, C) * (HoWo, HW, C), summed over the input pixels.
+        y = (x.permute(0, 2, 3, 1).reshape(b, 1, h * w, c) * taps.t()[index]).sum(2)
+        return y.view(b, ho, wo, c).permute(0, 3, 1, 2)
+    # NCHW: (B, C, 1, HW) * (C, HoWo, HW), summed over the input pixels.
+    y = (x.reshape(b, c, 1, h * w) * taps[:, index]).sum(3)
+    return y.view(b, c, ho, wo)

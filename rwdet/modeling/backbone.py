@@ -39,6 +39,7 @@ def build_randwire_backbone(cfg, input_shape: ShapeSpec) -> RandWire:
         norm=rw.NORM,
         out_features=list(rw.OUT_FEATURES),
         freeze_at=rw.FREEZE_AT,
+        forward_mode=rw.FORWARD, recompute=rw.RECOMPUTE,
     )
 
 

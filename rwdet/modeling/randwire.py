@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
@@ -20,6 +21,8 @@ from detectron2.modeling.backbone import Backbone
 from ..config import REGIMES
 from ..graphs import GraphSpec
 from ..layers import DepthwiseConv3x3, depthwise_tap_index, register_conv_bn_pairs
+from ..layers.depthwise import depthwise_conv3x3
+from ..layers.level import level_norm, level_norm_supported, weighted_sum_relu
 
 __all__ = [
     "DepthwiseConv3x3",
@@ -115,6 +118,59 @@ class RandWireNode(nn.Module):
         return self.op(x, inplace_relu=True)
 
 
+class _Level(NamedTuple):
+    """One topological level of a stage's (possibly damaged) graph, as the level-batched
+    forward runs it."""
+
+    nodes: List[int]  # the level's live nodes, in index order (slot j = nodes[j])
+    sources: List[int]  # the distinct earlier nodes whose outputs the level reads
+    plan: List[List[Tuple[int, int]]]  # per slot: (index into sources, index into weights)
+    weighted: List[int]  # slots whose node has edge weights, in the order of the weight vector
+    # weight index = offset of the slot's node in the concatenated sigmoids + in-edge position;
+    # single-input nodes use the trailing constant 1.
+
+
+FORWARD_MODES = ("level", "node")
+RECOMPUTE_MODES = ("none", "depthwise", "pointwise")
+
+
+def _topological_levels(preds: List[List[int]], inputs: List[List[int]], active,
+                        alive: List[bool]) -> List[_Level]:
+    """Group the live nodes by topological level (0: fed by the stage input) and plan each
+    level's weighted sums; see :class:`_Level`."""
+    n = len(preds)
+    depth = [0] * n
+    for v in range(n):  # index order is a topological order
+        if alive[v] and preds[v]:
+            depth[v] = 1 + max(depth[u] for u in inputs[v])
+    by_level: Dict[int, List[int]] = {}
+    for v in range(n):
+        if alive[v]:
+            by_level.setdefault(depth[v], []).append(v)
+    levels = []
+    for d in sorted(by_level):
+        nodes = by_level[d]
+        if d == 0:
+            levels.append(_Level(nodes, [], [], []))
+            continue
+        sources = sorted({u for v in nodes for u in inputs[v]})
+        where = {u: i for i, u in enumerate(sources)}
+        weighted = [j for j, v in enumerate(nodes) if len(preds[v]) > 1]
+        offsets, total = {}, 0
+        for j in weighted:
+            offsets[j] = total
+            total += len(preds[nodes[j]])
+        plan = []
+        for j, v in enumerate(nodes):
+            positions = active[v] if active[v] is not None else range(len(preds[v]))
+            if j in offsets:
+                plan.append([(where[u], offsets[j] + i) for u, i in zip(inputs[v], positions)])
+            else:
+                plan.append([(where[inputs[v][0]], total)])  # the constant 1
+        levels.append(_Level(nodes, sources, plan, weighted))
+    return levels
+
+
 class _Wiring(NamedTuple):
     """What a stage's forward computes: the intact graph, or the graph left by some damage."""
 
@@ -123,6 +179,7 @@ class _Wiring(NamedTuple):
     active: List[Optional[List[int]]]  # their positions among the node's in-edges (None: all)
     outputs: List[int]  # output nodes that run
     fanout: List[int]  # consumers of each node's output (the output node included)
+    levels: List[_Level]  # the live nodes by topological level, for the level-batched forward
 
 
 class RandWireStage(CNNBlockBase):
@@ -131,8 +188,21 @@ class RandWireStage(CNNBlockBase):
     The extra input node feeds every node with no predecessor; those nodes use ``stride`` and map
     ``in_channels`` to ``out_channels`` (the stage's downsampling and channel doubling). Every
     other node maps ``out_channels`` to itself. The extra output node returns the unweighted mean
-    of the nodes with no successor. Nodes run in index order (a topological order); each node's
-    output is released as soon as its last consumer has run.
+    of the nodes with no successor.
+
+    Two forwards compute the same function with the same parameters (``forward_mode``):
+
+    * "level" (default): the nodes of each topological level run together, one op per kind:
+      one weighted-sum+ReLU into a buffer of all the level's channels, one depthwise conv, one
+      grouped 1x1 conv, one norm (``rwdet.layers.level``); the stage input's ReLU is shared by
+      the input nodes. Stages with SyncBN (whose statistics are all-reduced per module), and
+      ``torch.jit`` tracing (fvcore's FLOP count), use the per-node forward.
+    * "node": one node at a time in index order (a topological order), each node's output
+      released once its last consumer has run: the reference path.
+
+    ``recompute`` trades compute for memory in training (level forward only):
+    ``torch.utils.checkpoint`` (non-reentrant) around each level's cheap ops, with the norm
+    outside so that BN running statistics update once per step.
 
     Graph damage (paper sec. 5, "graph damage"): :meth:`set_damage` removes nodes and edges at
     evaluation time, without retraining. A removed node or edge contributes zero: it is left
@@ -147,18 +217,24 @@ class RandWireStage(CNNBlockBase):
         in_channels, out_channels: channels of the stage input and output.
         stride: 1 or 2.
         norm: Detectron2 norm name.
+        forward_mode: "level" or "node" (see :attr:`forward_mode`).
+        recompute: "none", "depthwise" or "pointwise" (see :attr:`recompute`).
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, ceil(H/stride), ceil(W/stride)).
 
     Raises:
-        ValueError: on an unsupported norm or GN with a channel count not divisible by 32.
+        ValueError: on an unsupported norm, GN with a channel count not divisible by 32, or an
+            unknown forward_mode or recompute.
     """
 
-    def __init__(self, spec: GraphSpec, in_channels: int, out_channels: int, stride: int, norm: str = "BN"):
+    def __init__(self, spec: GraphSpec, in_channels: int, out_channels: int, stride: int, norm: str = "BN",
+                 forward_mode: str = "level", recompute: str = "none"):
         super().__init__(in_channels, out_channels, stride)
         _check_norm(norm, out_channels)
         self.spec = spec
+        self.forward_mode = forward_mode
+        self.recompute = recompute
         preds = spec.predecessors()
         self.nodes = nn.ModuleList()
         for p in preds:
@@ -173,7 +249,9 @@ class RandWireStage(CNNBlockBase):
         for u in self._outputs:
             fanout[u] += 1
         n = spec.num_nodes
-        self._intact = _Wiring([True] * n, preds, [None] * n, self._outputs, fanout)
+        alive = [True] * n
+        self._intact = _Wiring(alive, preds, [None] * n, self._outputs, fanout,
+                               _topological_levels(preds, preds, [None] * n, alive))
         self._wiring = self._intact
 
     def set_damage(self, nodes: Iterable[int] = (), edges: Iterable[Tuple[int, int]] = ()) -> None:
@@ -225,7 +303,8 @@ class RandWireStage(CNNBlockBase):
         outputs = [u for u in self._outputs if alive[u]]
         for u in outputs:
             fanout[u] += 1
-        self._wiring = _Wiring(alive, inputs, active, outputs, fanout)
+        levels = _topological_levels(self._preds, inputs, active, alive)
+        self._wiring = _Wiring(alive, inputs, active, outputs, fanout, levels)
 
     def clear_damage(self) -> None:
         """Undo :meth:`set_damage`: the stage computes its intact graph again."""
@@ -241,7 +320,124 @@ class RandWireStage(CNNBlockBase):
         """Nodes that do not run under the current damage (removed, or left without inputs)."""
         return [v for v, a in enumerate(self._wiring.alive) if not a]
 
+    @property
+    def forward_mode(self) -> str:
+        """"level" (each topological level's nodes as one op each) or "node" (one node at a
+        time: the reference path). Both compute the same function with the same parameters."""
+        return self._forward_mode
+
+    @forward_mode.setter
+    def forward_mode(self, mode: str) -> None:
+        if mode not in FORWARD_MODES:
+            raise ValueError(f"forward_mode={mode!r} is unknown; allowed: {list(FORWARD_MODES)}")
+        self._forward_mode = mode
+
+    @property
+    def recompute(self) -> str:
+        """What the level-batched forward recomputes in backward instead of storing, in
+        training: "none"; "depthwise" (weighted sums, ReLU, depthwise conv); "pointwise" (that
+        and the pointwise conv; only the BN input and output stay stored)."""
+        return self._recompute
+
+    @recompute.setter
+    def recompute(self, mode: str) -> None:
+        if mode not in RECOMPUTE_MODES:
+            raise ValueError(f"recompute={mode!r} is unknown; allowed: {list(RECOMPUTE_MODES)}")
+        self._recompute = mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self._forward_mode == "node"
+            or torch.jit.is_tracing()
+            or torch.jit.is_scripting()
+            or not self._level_batchable()
+        ):
+            return self._forward_nodes(x)
+        return self._forward_levels(x)
+
+    def _level_batchable(self) -> bool:
+        """Whether every level's norms and pointwise biases can run as one op (SyncBN and
+        mixed norms cannot: those stages run node by node)."""
+        ops = [node.op for node in self.nodes]
+        return level_norm_supported([op.norm for op in ops]) and len(
+            {op.pointwise.bias is None for op in ops}) == 1
+
+    def _level_convs(self, level: _Level, x: torch.Tensor, weights: Optional[torch.Tensor],
+                     pointwise: bool, *sources: torch.Tensor) -> torch.Tensor:
+        """Aggregation, ReLU and depthwise conv of a level (and its pointwise conv if
+        ``pointwise``): (B, k*C_in, H, W) -> (B, k*C, H', W')."""
+        ops = [self.nodes[v].op for v in level.nodes]
+        if not sources:  # level 0: every node reads the stage input through one shared ReLU
+            r = F.relu(x)
+            stride = ops[0].depthwise.stride[0]
+            parts = [depthwise_conv3x3(r, op.depthwise.weight, stride) for op in ops]
+            y = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        else:
+            dw = torch.cat([op.depthwise.weight for op in ops]) if len(ops) > 1 else ops[0].depthwise.weight
+            y = weighted_sum_relu(sources, weights, level.plan, self.out_channels, _memory_format(x))
+            y = depthwise_conv3x3(y, dw, 1)
+        if pointwise:
+            y = self._level_pointwise(ops, y)
+        return y
+
+    @staticmethod
+    def _level_pointwise(ops, y: torch.Tensor) -> torch.Tensor:
+        pw = torch.cat([op.pointwise.weight for op in ops]) if len(ops) > 1 else ops[0].pointwise.weight
+        bias = None
+        if ops[0].pointwise.bias is not None:  # deploy mode: the BN is folded into the conv
+            bias = torch.cat([op.pointwise.bias for op in ops])
+        return F.conv2d(y, pw, bias, 1, 0, 1, len(ops))
+
+    def _level_weights(self, level: _Level, like: torch.Tensor) -> torch.Tensor:
+        """The sigmoids of the level's edge weights, then a constant 1 (single-input nodes)."""
+        params = [self.nodes[level.nodes[j]].edge_weights for j in level.weighted]
+        one = like.new_ones(1)
+        if not params:
+            return one
+        return torch.cat([torch.sigmoid(torch.cat(params)).to(like.dtype), one])
+
+    def _forward_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Level-batched forward: per topological level one weighted-sum+ReLU op, one
+        depthwise conv, one grouped 1x1 conv and one norm (see ``rwdet.layers.level``)."""
+        w = self._wiring
+        if not w.outputs:
+            return self._no_output(x)
+        outputs: Dict[int, torch.Tensor] = {}
+        recompute = self._recompute if (self.training and torch.is_grad_enabled()) else "none"
+        for level in w.levels:
+            ops = [self.nodes[v].op for v in level.nodes]
+            sources = [outputs[u] for u in level.sources]
+            weights = self._level_weights(level, x) if sources else None
+            pointwise = recompute == "pointwise"
+            if recompute == "none":
+                y = self._level_convs(level, x, weights, True, *sources)
+            else:
+                y = torch.utils.checkpoint.checkpoint(
+                    self._level_convs, level, x, weights, pointwise, *sources, use_reentrant=False
+                )
+                if not pointwise:
+                    y = self._level_pointwise(ops, y)
+            y = level_norm(y, [op.norm for op in ops])
+            c = self.out_channels
+            for j, v in enumerate(level.nodes):
+                outputs[v] = y[:, j * c:(j + 1) * c]
+        out = outputs[w.outputs[0]]
+        for u in w.outputs[1:]:
+            out = out + outputs[u]
+        if len(self._outputs) > 1:
+            out = out / len(self._outputs)
+        elif len(w.outputs) == 1:
+            out = out.contiguous(memory_format=_memory_format(x))
+        return out
+
+    def _no_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeros of the stage's output shape, for damage that left no output node."""
+        h, wd = x.shape[-2:]
+        s = self.stride
+        return x.new_zeros(x.shape[0], self.out_channels, -(-h // s), -(-wd // s))
+
+    def _forward_nodes(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference forward: one node at a time, in index order."""
         w = self._wiring
         live: Dict[int, torch.Tensor] = {}
         remaining = list(w.fanout)
@@ -258,9 +454,7 @@ class RandWireStage(CNNBlockBase):
                 if remaining[u] == 0:
                     del live[u]
         if not w.outputs:  # damage left no output node
-            h, wd = x.shape[-2:]
-            s = self.stride
-            return x.new_zeros(x.shape[0], self.out_channels, -(-h // s), -(-wd // s))
+            return self._no_output(x)
         out = live.pop(w.outputs[0])
         for u in w.outputs[1:]:
             out = out + live.pop(u)
@@ -270,6 +464,13 @@ class RandWireStage(CNNBlockBase):
 
     def extra_repr(self) -> str:
         return self.spec.describe()
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC tensor, else contiguous (the format level buffers take)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def stage_layout(regime: str, channels: int) -> Dict[str, int]:
@@ -341,6 +542,9 @@ class RandWire(Backbone):
         out_features: names to return from ``forward``, from "stem", "res2".."res5".
         freeze_at: 0 trains everything; 1 freezes the stem; k >= 2 freezes the stem and
             res2..res<k>, as Detectron2's ResNet does (frozen BN too).
+        forward_mode: "level" (level-batched stages) or "node" (the per-node reference); see
+            :attr:`RandWireStage.forward_mode`.
+        recompute: what the stages recompute in backward; see :attr:`RandWireStage.recompute`.
 
     Shapes:
         forward: (B, in_channels, H, W) -> ``{name: (B, C_name, H/stride, W/stride)}`` with
@@ -348,7 +552,7 @@ class RandWire(Backbone):
 
     Raises:
         ValueError: wrong number of specs for the regime, unknown out feature, bad norm,
-            freeze_at outside [0, 5].
+            freeze_at outside [0, 5], unknown forward_mode or recompute.
     """
 
     def __init__(
@@ -360,6 +564,8 @@ class RandWire(Backbone):
         norm: str = "BN",
         out_features: Optional[Sequence[str]] = None,
         freeze_at: int = 0,
+        forward_mode: str = "level",
+        recompute: str = "none",
     ):
         super().__init__()
         widths = stage_layout(regime, channels)
@@ -388,7 +594,7 @@ class RandWire(Backbone):
         self.stage_names: List[str] = []
         for i, name in enumerate(names[1:]):
             if name in random_stages:
-                stage = RandWireStage(next(spec_iter), prev, widths[name], 2, norm)
+                stage = RandWireStage(next(spec_iter), prev, widths[name], 2, norm, forward_mode, recompute)
             else:
                 stage = ConvStage(prev, widths[name], norm)
             self.add_module(name, stage)
