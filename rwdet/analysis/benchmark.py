@@ -1092,6 +1092,10 @@ def markdown_report(result: Dict[str, Any]) -> str:
             a, b, r = rw.get(key), ref.get(key), p["static_ratio"].get(key)
             lines.append(f"| {title} | {_fmt(a / scale if a is not None else None, fmt)} "
                          f"| {_fmt(b / scale if b is not None else None, fmt)} | {_fmt(r, '.2f', 'x')} |")
+        folds = [side["rounds"]["infer"][0] if side["rounds"]["infer"] else {} for side in (rw, ref)]
+        lines.append("| BN layers for inference (before -> after the deploy fold) | "
+                     + " | ".join(f"{f.get('norm_layers_before', 'n/a')} -> {f.get('norm_layers_after', 'n/a')}"
+                                  for f in folds) + " | |")
         if p["kind"] == "det":
             props = [_median(r.get("proposals_per_image") for r in side["rounds"][ph])
                      for side in (rw, ref) for ph in PHASES]
