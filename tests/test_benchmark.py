@@ -1,0 +1,153 @@
+"""The interleaved benchmark (rwdet/analysis/benchmark.py, tools/benchmark.py) at tiny sizes:
+ratio arithmetic, round order, saved-activation bytes, pairs, the deploy fold, the JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rwdet.analysis.benchmark import (
+    PAIR_FAMILIES,
+    ModelBench,
+    default_setup,
+    pair_specs,
+    parse_size,
+    ratio_summary,
+    round_order,
+    run_pair,
+    saved_activation_bytes,
+    select_pairs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(batches=(2,), size=32, det_size=(64, 96), warmup=0, iters=1, rounds=3)
+
+
+def test_ratio_summary_median_and_spread():
+    out = ratio_summary([2.0, 3.0, 4.0, 1.0], [4.0, 3.0, 2.0, 1.0])
+    assert out["ratios"] == [0.5, 1.0, 2.0, 1.0]
+    assert out["median"] == 1.0
+    assert out["spread"] == [0.5, 2.0]
+    # even count: mean of the middle two; rounds with a missing figure or a zero denominator drop
+    out = ratio_summary([1.0, 3.0, None, 5.0], [1.0, 1.0, 2.0, 0.0])
+    assert out == {"ratios": [1.0, 3.0], "median": 2.0, "spread": [1.0, 3.0]}
+    assert ratio_summary([None], [1.0]) == {"ratios": [], "median": None, "spread": None}
+    with pytest.raises(ValueError, match="2 numerators but 1 denominators"):
+        ratio_summary([1.0, 2.0], [1.0])
+
+
+def test_round_order_alternates_the_first_side():
+    assert [round_order(r) for r in range(4)] == [(0, 1), (1, 0), (0, 1), (1, 0)]
+
+
+def test_saved_activation_bytes_matches_a_hand_count():
+    # conv saves its input x (2x3x8x8 float32) and its weight (a parameter: excluded); ReLU saves
+    # its output (2x4x8x8 float32); sum saves nothing.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    x = torch.randn(2, 3, 8, 8)
+    expected = (2 * 3 * 8 * 8 + 2 * 4 * 8 * 8) * 4
+    assert saved_activation_bytes(lambda: model(x).sum(), exclude=model.parameters()) == expected
+    # without the exclusion, the weight (4x3x3x3 float32) counts too; the bias is not saved
+    assert saved_activation_bytes(lambda: model(x).sum()) == expected + 4 * 3 * 3 * 3 * 4
+
+    # views of one storage count once: two slices of the same ReLU output
+    def sliced():
+        y = model(x)
+        return (y[:, :2] * y[:, 2:]).sum()
+
+    assert saved_activation_bytes(sliced, exclude=model.parameters()) == expected
+
+
+def test_pairs_and_their_settings():
+    setup = default_setup("cpu", batches=(4, 16), rw_opts=("MODEL.RANDWIRE.FORWARD", "node"))
+    specs = pair_specs(setup)
+    assert list(specs) == ["cls_c109_b4", "cls_c109_b16", "cls_small", "det_trainable", "det_frozen"]
+    assert specs["cls_small"].batch == 4 and specs["cls_small"].size == (224, 224)
+    assert [s.model for s in specs["cls_small"].sides] == ["randwire_cls", "mobilenet_v2_cls"]
+    assert specs["det_trainable"].size == (320, 427)
+    for name, freeze_at, norm in (("det_trainable", "0", "BN"), ("det_frozen", "2", "FrozenBN")):
+        rw, r50 = (dict(zip(s.opts[::2], s.opts[1::2])) for s in specs[name].sides)
+        assert rw["MODEL.BACKBONE.FREEZE_AT"] == r50["MODEL.BACKBONE.FREEZE_AT"] == freeze_at
+        assert rw["MODEL.RANDWIRE.NORM"] == r50["MODEL.RESNETS.NORM"] == norm
+        assert rw["MODEL.RANDWIRE.FORWARD"] == "node"  # --rw-opts reach every RandWire side
+        assert "MODEL.RANDWIRE.FORWARD" not in r50
+    assert specs["cls_c109_b16"].sides[0].opts == ("MODEL.RANDWIRE.FORWARD", "node")
+    assert [p.name for p in select_pairs(["cls_c109"], setup)] == ["cls_c109_b4", "cls_c109_b16"]
+    assert [p.name for p in select_pairs(["det_frozen", "cls_c109_b16"], setup)] == ["cls_c109_b16", "det_frozen"]
+    assert len(select_pairs(None, setup)) == 5 and set(PAIR_FAMILIES) <= {n.rsplit("_b", 1)[0] for n in specs}
+    with pytest.raises(ValueError, match="unknown pair 'det'"):
+        select_pairs(["det"], setup)
+
+
+def test_setup_defaults_and_errors():
+    setup = default_setup("cpu")
+    assert (setup.batches, setup.size, setup.det_size, setup.det_batch) == ((4, 16), 224, (320, 427), 2)
+    assert (setup.warmup, setup.iters, setup.rounds, setup.deploy) == (1, 2, 5, True)
+    assert parse_size("320") == (320, 427) and parse_size("64x96") == (64, 96)
+    with pytest.raises(ValueError, match="rounds=0 must be >= 1"):
+        default_setup("cpu", rounds=0)
+    with pytest.raises(ValueError, match="'tpu'; allowed"):
+        default_setup("tpu")
+    with pytest.raises(ValueError, match="KEY VALUE"):
+        default_setup("cpu", rw_opts=("MODEL.RANDWIRE.NORM",))
+    with pytest.raises(ValueError, match="both sides must be >= 32"):
+        parse_size("16x96")
+
+
+@pytest.mark.parametrize("deploy", [True, False])
+def test_model_bench_folds_bn_for_inference_only(deploy):
+    setup = default_setup("cpu", deploy=deploy, flops=False, **TINY)
+    pair = pair_specs(setup)["cls_small"]
+    bench = ModelBench(pair.sides[1], pair, setup)  # MobileNetV2: every BN follows a conv
+    train = bench.train_round()
+    assert train["images_per_s"] > 0 and train["peak_mem_mib"] == train["peak_rss_mib"] - train["base_rss_mib"]
+    stats = bench.stats()
+    assert stats["saved_activation_bytes"] > 0 and stats["params"] == stats["trainable_params"] > 0
+    with torch.no_grad():
+        before = bench.model.eval()(bench.x)
+    infer = bench.infer_round()
+    assert infer["norm_layers_before"] > 0
+    assert infer["norm_layers_after"] == (0 if deploy else infer["norm_layers_before"])
+    with torch.no_grad():
+        torch.testing.assert_close(bench.model(bench.x), before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="after infer_round"):
+        bench.train_round()
+
+
+def test_cli_writes_the_json_with_interleaved_rounds(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
+           "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "3", "--threads", "1",
+           "--no-flops", "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## cls_small" in proc.stdout and "ratio: median [min-max]" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["setup"]["rounds"] == 3 and data["setup"]["deploy"] is True and data["setup"]["threads"] == 1
+    pair = data["pairs"]["cls_small"]
+    for key in ("train", "infer", "train_peak_mem"):
+        assert pair["median_ratio"][key] > 0
+        lo, hi = pair["spread"][key]
+        assert lo <= pair["median_ratio"][key] <= hi and len(pair["ratios"][key]) == 3
+    # the rounds ran interleaved, the first side swapped each round, train before infer
+    assert pair["log"] == [[phase, r, side] for phase in ("train", "infer") for r in range(3)
+                           for side in (("randwire", "reference") if r % 2 == 0 else ("reference", "randwire"))]
+    for side in ("randwire", "reference"):
+        s = pair["sides"][side]
+        assert len(s["rounds"]["train"]) == len(s["rounds"]["infer"]) == 3
+        assert s["saved_activation_bytes"] > 0 and s["params"] > 0 and s["flops"] is None
+        assert s["median"]["train_images_per_s"] > 0 and s["median"]["infer_images_per_s"] > 0
+        assert all(r["norm_layers_after"] < r["norm_layers_before"] for r in s["rounds"]["infer"])
+    assert pair["sides"]["reference"]["label"] == "torchvision MobileNetV2"
+
+
+def test_a_failing_worker_fails_its_pair_only():
+    setup = default_setup("cpu", rw_opts=("MODEL.RANDWIRE.NO_SUCH_KEY", "1"), flops=False, **TINY)
+    out = run_pair(pair_specs(setup)["cls_small"], setup, log=lambda msg: None)
+    assert "NO_SUCH_KEY" in out["error"] and "median_ratio" not in out
