@@ -125,6 +125,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 loaded = self.load(candidate)
             except CheckpointReadError as e:
                 errors.append(str(e))
+                self._parsed_url_during_load = None  # DetectionCheckpointer.load leaves it set
                 continue
             if errors:
                 self.logger.warning(
