@@ -146,7 +146,7 @@ def randwire_stage_specs(cfg: CN) -> List[Tuple[str, GraphSpec]]:
 def freeze_graph_specs(cfg: CN) -> List[GraphSpec]:
     """Resolve the graph specs and write them into MODEL.RANDWIRE.GRAPHS (cfg must be unfrozen).
 
-    After this, a dump of ``cfg`` (e.g. the config.yaml that Detectron2's ``default_setup``
+    After this, a dump of ``cfg`` (e.g. the config.yaml that ``rwdet.engine.defaults.commit_run``
     saves) rebuilds exactly the same networks. Does nothing to configs without MODEL.RANDWIRE.
 
     Returns:

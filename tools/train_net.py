@@ -26,7 +26,8 @@ def main(args):
     """Validate the whole run (config, datasets, model build, checkpoint), then write to
     OUTPUT_DIR (config.yaml, log.txt) and train or evaluate. A refused run writes nothing."""
     cfg = begin_run(load_config(args.config_file, args.opts), args)
-    prepare_datasets(cfg)  # on disk, images, boxes, NUM_CLASSES: before the model is built
+    # On disk, images, boxes, NUM_CLASSES: before the model is built (evaluation: DATASETS.TEST).
+    prepare_datasets(cfg, ("TEST",) if args.eval_only else ("TRAIN", "TEST"))
     logger = logging.getLogger("rwdet")
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -647,14 +647,14 @@ def _load_dataset(name: str, load):
         raise ValueError(f"Dataset {name!r}: {json_file} is not valid JSON: {e}") from e
 
 
-def _config_dataset_names(cfg) -> List[str]:
+def _config_dataset_names(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> List[str]:
     names: List[str] = []
-    for key in ("TRAIN", "TEST"):
+    for key in splits:
         names += [n for n in cfg.DATASETS.get(key, ()) if n not in names]
     return names
 
 
-def check_datasets_on_disk(cfg) -> None:
+def check_datasets_on_disk(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> None:
     """Raise FileNotFoundError unless every DATASETS.TRAIN / DATASETS.TEST dataset is on disk.
 
     Looks at the dataset's metadata: ``json_file`` (a file) and ``image_root`` (a folder), as
@@ -666,7 +666,7 @@ def check_datasets_on_disk(cfg) -> None:
     Raises:
         FileNotFoundError: a path is missing (named, absolute, with the dataset's name).
     """
-    for name in _config_dataset_names(cfg):
+    for name in _config_dataset_names(cfg, splits):
         if name not in DatasetCatalog.list():
             continue  # register_datasets_from_config names it
         meta = MetadataCatalog.get(name)
@@ -712,8 +712,9 @@ def check_num_classes(cfg, name: str) -> None:
         )
 
 
-def prepare_datasets(cfg) -> Dict[str, int]:
-    """Check every dataset of DATASETS.TRAIN and DATASETS.TEST before the model is built.
+def prepare_datasets(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> Dict[str, int]:
+    """Check every dataset of DATASETS.TRAIN and DATASETS.TEST (``splits``: the keys to check,
+    e.g. ``("TEST",)`` for an evaluation) before the model is built.
 
     In order: the datasets are registered (:func:`register_datasets_from_config`) and on disk
     (:func:`check_datasets_on_disk`); then each is loaded (a json that is not JSON is named),
@@ -731,10 +732,10 @@ def prepare_datasets(cfg) -> Dict[str, int]:
     import time
 
     register_datasets_from_config(cfg)
-    check_datasets_on_disk(cfg)
+    check_datasets_on_disk(cfg, splits)
     skip = bool(cfg.DATASETS.get("SKIP_BAD_IMAGES", False))
     kept = {}
-    for name in _config_dataset_names(cfg):
+    for name in _config_dataset_names(cfg, splits):
         check_num_classes(cfg, name)  # metadata known before loading (BCCD, builtin COCO)
         load = DatasetCatalog[name]
         if isinstance(load, _ValidatedLoader):
