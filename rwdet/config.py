@@ -68,10 +68,13 @@ def add_randwire_config(cfg: CN) -> CN:
     DATASETS:
         BCCD_ROOT: root of the BCCD dataset (PASCAL VOC layout); "" registers nothing.
         COCO_JSON: list of [name, json_file, image_root] to register as COCO-format datasets.
+        SKIP_BAD_IMAGES: False refuses a dataset with unreadable or mis-sized images before
+            training; True leaves those images out, with a warning naming each.
     """
     add_randwire_model_config(cfg)
     cfg.DATASETS.BCCD_ROOT = ""
     cfg.DATASETS.COCO_JSON = []
+    cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
     return cfg
 
 
@@ -149,7 +152,7 @@ def randwire_stage_specs(cfg: CN) -> List[Tuple[str, GraphSpec]]:
 def freeze_graph_specs(cfg: CN) -> List[GraphSpec]:
     """Resolve the graph specs and write them into MODEL.RANDWIRE.GRAPHS (cfg must be unfrozen).
 
-    After this, a dump of ``cfg`` (e.g. the config.yaml that Detectron2's ``default_setup``
+    After this, a dump of ``cfg`` (e.g. the config.yaml that ``rwdet.engine.defaults.commit_run``
     saves) rebuilds exactly the same networks. Does nothing to configs without MODEL.RANDWIRE.
 
     Returns:

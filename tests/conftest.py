@@ -5,6 +5,7 @@ else at <repo>/../shared/datasets/bccd (tests that need it skip if absent).
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,27 @@ def bccd_root_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def bccd_root() -> Path:
     return bccd_root_or_skip()
+
+
+def copy_mini_voc(bccd_root: Path, root: Path, ids) -> Path:
+    """Copy the BCCD images and annotations ``ids`` to a VOC folder ``root`` with split 'mini'."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for i in ids:
+        shutil.copy(bccd_root / "Annotations" / f"{i}.xml", root / "Annotations")
+        shutil.copy(bccd_root / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
+    (root / "ImageSets/Main/mini.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@pytest.fixture
+def catalog_cleanup():
+    """Dataset names appended to the returned list are removed from both catalogs afterwards."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = []
+    yield names
+    for name in names:
+        for catalog in (DatasetCatalog, MetadataCatalog):
+            if name in catalog.list():
+                catalog.remove(name)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from conftest import find_bccd_root
+from conftest import copy_mini_voc, find_bccd_root
 from rwdet.data import (
     BCCD_CLASSES,
     load_voc_instances,
@@ -50,29 +49,10 @@ def _unique(prefix):
 
 
 @pytest.fixture
-def catalog_cleanup():
-    """Names appended to the returned list are removed from both catalogs afterwards."""
-    names = []
-    yield names
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
-
-
-@pytest.fixture
 def mini_voc(tmp_path):
     """A copy of a few BCCD images/annotations with split 'mini'; returns (root, ids)."""
     ids = ["BloodImage_00343", "BloodImage_00000", "BloodImage_00001"]
-    root = tmp_path / "voc"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    for i in ids:
-        shutil.copy(BCCD_ROOT / "Annotations" / f"{i}.xml", root / "Annotations")
-        shutil.copy(BCCD_ROOT / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
-    (root / "ImageSets/Main/mini.txt").write_text("\n".join(ids) + "\n")
-    return root, ids
+    return copy_mini_voc(BCCD_ROOT, tmp_path / "voc", ids), ids
 
 
 @pytest.fixture(scope="module")

@@ -19,21 +19,20 @@ from detectron2.engine import default_argument_parser, launch
 
 from rwdet.classification.config import load_cls_config
 from rwdet.classification.trainer import ClassificationTrainer
-from rwdet.engine.defaults import setup_run
-
-
-def setup(args):
-    cfg = load_cls_config(args.config_file, args.opts)
-    return setup_run(cfg, args)
+from rwdet.engine.defaults import begin_run, commit_run
 
 
 def main(args):
-    cfg = setup(args)
+    """Validate the run (config, data, model build, checkpoint), then write to OUTPUT_DIR and
+    train or evaluate. A refused run writes nothing."""
+    cfg = begin_run(load_cls_config(args.config_file, args.opts), args)
     trainer = ClassificationTrainer(cfg)
     if args.eval_only:
         trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        commit_run(cfg)
         return trainer.test()
     trainer.resume_or_load(resume=args.resume)
+    commit_run(cfg)
     return trainer.train()
 
 

@@ -9,35 +9,36 @@
 
 Arguments and multi-machine flags (--num-machines, --machine-rank, --dist-url) are Detectron2's
 (``default_argument_parser``); training runs through Detectron2's ``DefaultTrainer`` and
-``launch``.
+``launch``. Everything is checked before anything is written to OUTPUT_DIR: the config, the
+datasets (on disk, image headers, boxes, classes), the model build and the checkpoint to load.
 """
 
 import logging
 
 from detectron2.engine import default_argument_parser, launch
 
-from rwdet.data import register_datasets_from_config
+from rwdet.data import prepare_datasets
 from rwdet.engine import AtomicDetectionCheckpointer, Trainer
-from rwdet.engine.defaults import load_config, setup_run
-
-
-def setup(args):
-    cfg = load_config(args.config_file, args.opts)
-    return setup_run(cfg, args)
+from rwdet.engine.defaults import begin_run, commit_run, load_config
 
 
 def main(args):
-    cfg = setup(args)
-    register_datasets_from_config(cfg)
+    """Validate the whole run (config, datasets, model build, checkpoint), then write to
+    OUTPUT_DIR (config.yaml, log.txt) and train or evaluate. A refused run writes nothing."""
+    cfg = begin_run(load_config(args.config_file, args.opts), args)
+    # On disk, images, boxes, NUM_CLASSES: before the model is built (evaluation: DATASETS.TEST).
+    prepare_datasets(cfg, ("TEST",) if args.eval_only else ("TRAIN", "TEST"))
     logger = logging.getLogger("rwdet")
     if args.eval_only:
         model = Trainer.build_model(cfg)
         AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
+        commit_run(cfg)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    commit_run(cfg)
     logger.info("Starting at iteration %d of %d", trainer.start_iter, trainer.max_iter)
     return trainer.train()
 

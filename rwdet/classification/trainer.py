@@ -17,7 +17,6 @@ from typing import Dict
 import torch
 from detectron2.data.samplers import InferenceSampler
 from detectron2.engine import AMPTrainer, SimpleTrainer, TrainerBase, hooks
-from detectron2.engine.defaults import default_writers
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from ..analysis.stats import format_statistics
 from ..config import randwire_graph_specs, randwire_stage_specs
 from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
+from ..engine.defaults import DeferredWriters
 from ..engine.transfer import PretrainMeta
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
 from .model import ClassificationModel, build_classifier
@@ -107,7 +107,8 @@ class ClassificationTrainer(TrainerBase):
     Call :meth:`resume_or_load` then :meth:`train`. Hooks: IterationTimer, LRScheduler
     (warm-up + half-period cosine), PeriodicCheckpointer (atomic writes), EvalHook (top-1,
     top-5 every TEST.EVAL_PERIOD iterations and at the end) and writers (console with ETA,
-    ``metrics.json``, TensorBoard). Multi-GPU / multi-machine through Detectron2's ``launch``;
+    ``metrics.json``, TensorBoard; created at their first write, so that building the trainer
+    and loading its checkpoint write nothing to OUTPUT_DIR). Multi-GPU / multi-machine through Detectron2's ``launch``;
     each process holds a DistributedDataParallel replica and a shard of every batch.
 
     Raises:
@@ -182,7 +183,7 @@ class ClassificationTrainer(TrainerBase):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self.test))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=20))
+            ret.append(hooks.PeriodicWriter([DeferredWriters(cfg.OUTPUT_DIR, self.max_iter)], period=20))
         return ret
 
     def resume_or_load(self, resume: bool = True) -> None:

@@ -3,11 +3,15 @@
 from .datasets import (
     BCCD_CLASSES,
     BCCD_SPLITS,
+    check_datasets_on_disk,
+    check_num_classes,
     load_voc_instances,
+    prepare_datasets,
     register_bccd,
     register_coco_json,
     register_datasets_from_config,
     register_voc_dataset,
+    validate_dataset_dicts,
 )
 
 __all__ = [
@@ -18,4 +22,8 @@ __all__ = [
     "register_bccd",
     "register_coco_json",
     "register_datasets_from_config",
+    "validate_dataset_dicts",
+    "check_datasets_on_disk",
+    "check_num_classes",
+    "prepare_datasets",
 ]

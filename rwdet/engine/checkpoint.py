@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import re
 from typing import Any, Dict, List
 
 import torch
@@ -12,7 +15,37 @@ from ..graphs import GraphSpec
 from ..modeling.randwire import RandWire
 from .transfer import classifier_to_detector_state, is_pretraining_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer", "GraphSpecRecord", "atomic_write"]
+__all__ = [
+    "AtomicDetectionCheckpointer", "CheckpointReadError", "GraphSpecRecord", "atomic_write",
+    "remove_stale_temporaries",
+]
+
+logger = logging.getLogger(__name__)
+
+# Temporaries of atomic_write: "<name>.tmp.<pid>".
+_TMP_PATTERN = re.compile(r"\.tmp\.\d+$")
+
+
+class CheckpointReadError(ValueError):
+    """A file given as a checkpoint cannot be read as one (not a checkpoint, truncated,
+    unreadable); the message names the file."""
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Remove the ``*.tmp.<pid>`` files that :func:`atomic_write` left in ``folder`` when its
+    process was killed mid-write (e.g. ``model_0000099.pth.tmp.1234`` after a kill -9 during
+    a save), logging each; call it at start, before this run writes there.
+
+    Returns:
+        The removed paths (none when ``folder`` does not exist).
+    """
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.tmp.*"))):
+        if _TMP_PATTERN.search(path) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+            logger.info("Removed %s, a temporary file left by an interrupted write", path)
+    return removed
 
 
 def atomic_write(path: str, write) -> None:
@@ -44,7 +77,22 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     """
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        loaded = super()._load_file(filename)
+        """Detectron2's ``_load_file``, then the RandWire checks.
+
+        Raises:
+            CheckpointReadError: ``filename`` is not a readable checkpoint (not a pickle, a
+                truncated file, a pickle that is not a dict); the message names it.
+            ValueError: its graphs differ from the model's.
+        """
+        try:
+            loaded = super()._load_file(filename)
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("model"), dict):
+                raise TypeError(f"it holds a {type(loaded).__name__}, not a dict with a 'model' state dict")
+        except Exception as e:
+            raise CheckpointReadError(
+                f"{filename} is not a readable checkpoint ({type(e).__name__}: {e}); expected a "
+                "file written by torch.save (Detectron2 / rwdet .pth) or a Detectron2 .pkl"
+            ) from e
         specs = next((m.specs for m in self.model.modules() if isinstance(m, RandWire)), None)
         if is_pretraining_checkpoint(loaded):
             target = self.model.state_dict()
@@ -55,6 +103,36 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             # Same architecture, other graphs: shapes may still match, so check the specs.
             GraphSpecRecord(specs).load_state_dict(loaded["randwire_graphs"])
         return loaded
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """fvcore's ``resume_or_load``, with a fallback: on ``resume``, when the checkpoint named
+        by ``last_checkpoint`` cannot be read (truncated, corrupt), the newest other
+        ``*.pth`` of ``save_dir`` that loads is used instead, with a warning. A checkpoint
+        refused for other graphs is not skipped (ValueError).
+
+        Raises:
+            CheckpointReadError: no checkpoint of ``save_dir`` can be read (the message names
+                each), or ``path`` cannot be read when not resuming.
+        """
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        tagged = self.get_checkpoint_file()
+        others = [p for p in glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if p != tagged]
+        candidates = [tagged] + sorted(others, key=lambda p: (os.path.getmtime(p), p), reverse=True)
+        errors = []
+        for candidate in candidates:
+            try:
+                loaded = self.load(candidate)
+            except CheckpointReadError as e:
+                errors.append(str(e))
+                self._parsed_url_during_load = None  # DetectionCheckpointer.load leaves it set
+                continue
+            if errors:
+                self.logger.warning(
+                    "Resuming from %s instead: %s", candidate, "; ".join(errors)
+                )
+            return loaded
+        raise CheckpointReadError(f"--resume: no checkpoint in {self.save_dir} can be read: " + "; ".join(errors))
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Same arguments as fvcore's ``Checkpointer.save``; the write is atomic."""

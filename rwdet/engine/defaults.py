@@ -1,4 +1,5 @@
-"""Config set-up shared by rwdet's command-line tools (after Detectron2's ``default_setup``)."""
+"""Config and run set-up shared by rwdet's command-line tools: Detectron2's ``default_setup``
+split in two, so that a run is validated before anything is written to its OUTPUT_DIR."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from typing import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import default_setup
+from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
+from detectron2.utils.collect_env import collect_env_info
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import EventWriter
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_randwire_config, freeze_graph_specs
 from .transfer import read_checkpoint_specs
 
-__all__ = ["get_rwdet_cfg", "load_config", "merge_config", "setup_run"]
+__all__ = ["DeferredWriters", "begin_run", "commit_run", "get_rwdet_cfg", "load_config", "merge_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +36,17 @@ def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> Cf
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
-        ValueError: an odd number of overrides.
+        ValueError: an odd number of overrides, or a ``--flag`` among them (the message says
+            that flags go before the overrides).
     """
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
+    if flags:  # argparse puts flags given after the first KEY into the overrides
+        raise ValueError(
+            f"{flags[0]} was given among the KEY VALUE overrides {list(opts)}: command-line flags "
+            f"go before them, e.g. --config-file CONFIG {flags[0]} KEY VALUE ..."
+        )
     if len(opts) % 2:
         raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
     cfg.merge_from_file(config_file)
@@ -46,11 +57,116 @@ def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> Cf
     return cfg
 
 
-def setup_run(cfg: CfgNode, args) -> CfgNode:
-    """Detectron2's ``default_setup`` (logging, config.yaml, seeds) plus the "rwdet" logger."""
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rwdet")
+#: Loggers that Detectron2's ``default_setup`` and rwdet configure.
+_LOGGERS = ("fvcore", "detectron2", "rwdet")
+
+
+class _Buffer(logging.Handler):
+    """Keeps the records logged before the run's folder may be written, for its log.txt."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def begin_run(cfg: CfgNode, args) -> CfgNode:
+    """Start a run without writing anything: the first half of Detectron2's ``default_setup``.
+
+    Console logging for the "fvcore", "detectron2" and "rwdet" loggers (Detectron2's
+    ``setup_logger`` without a file; the records are kept for the run's log.txt), the log lines
+    of ``default_setup`` (rank, environment, command line, config file), the seeds
+    (``seed_all_rng(SEED + rank)``, before the model is built, as ``default_setup`` does) and
+    ``cudnn.benchmark``. Then validate the run (datasets, model build, checkpoint to load), and
+    call :func:`commit_run` to write to OUTPUT_DIR: a refused command leaves it unchanged.
+
+    Returns:
+        ``cfg``.
+    """
+    rank = comm.get_rank()
+    buffer = _Buffer()
+    for name in _LOGGERS:
+        setup_logger(None, distributed_rank=rank, name=name)
+        if getattr(begin_run, "buffer", None):  # a run refused earlier in this process
+            logging.getLogger(name).removeHandler(begin_run.buffer)
+        logging.getLogger(name).addHandler(buffer)
+    begin_run.buffer = buffer
+    log = logging.getLogger("detectron2")
+    log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    log.info("Environment info:\n%s", collect_env_info())
+    log.info("Command line arguments: %s", args)
+    if getattr(args, "config_file", ""):
+        with open(args.config_file, encoding="utf-8") as f:
+            log.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     return cfg
+
+
+def commit_run(cfg: CfgNode) -> CfgNode:
+    """Write the run's files, once it has been validated: the second half of ``default_setup``.
+
+    Creates OUTPUT_DIR (main process), removes temporaries left there by an interrupted
+    write (:func:`~rwdet.engine.checkpoint.remove_stale_temporaries`, logged), adds
+    Detectron2's log file (``log.txt``, ``log.txt.rank<N>`` on other ranks; appended to, with
+    the records logged since :func:`begin_run`), and writes ``config.yaml`` atomically.
+
+    Returns:
+        ``cfg``.
+    """
+    from .checkpoint import atomic_write, remove_stale_temporaries
+
+    rank, output_dir = comm.get_rank(), cfg.OUTPUT_DIR
+    buffer = getattr(begin_run, "buffer", None)
+    if not output_dir:
+        return cfg
+    os.makedirs(output_dir, exist_ok=True)
+    filename = os.path.join(output_dir, "log.txt" + (f".rank{rank}" if rank else ""))
+    handler = logging.StreamHandler(open(filename, "a", buffering=1, encoding="utf-8"))
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(  # Detectron2's plain_formatter
+        "[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S"))
+    for record in buffer.records if buffer else ():
+        handler.handle(record)
+    for name in _LOGGERS:
+        if buffer:
+            logging.getLogger(name).removeHandler(buffer)
+        logging.getLogger(name).addHandler(handler)
+    begin_run.buffer = None
+    if comm.is_main_process():
+        remove_stale_temporaries(output_dir)
+        path = os.path.join(output_dir, "config.yaml")
+        logger.info("Running with full config:\n%s", cfg.dump())
+        atomic_write(path, lambda f: f.write(cfg.dump().encode()))
+        logger.info("Full config saved to %s", path)
+    return cfg
+
+
+class DeferredWriters(EventWriter):
+    """Detectron2's ``default_writers`` (console, ``metrics.json``, TensorBoard), created at
+    the first write rather than when the trainer is built: building a trainer to validate a
+    run writes nothing to OUTPUT_DIR.
+
+    Args:
+        output_dir: the run's folder.
+        max_iter: the run's iterations (for the console's ETA).
+    """
+
+    def __init__(self, output_dir: str, max_iter: int):
+        self.output_dir, self.max_iter, self.writers = output_dir, max_iter, None
+
+    def write(self):
+        if self.writers is None:
+            self.writers = default_writers(self.output_dir, self.max_iter)
+        for w in self.writers:
+            w.write()
+
+    def close(self):
+        for w in self.writers or ():
+            w.close()
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:

@@ -16,6 +16,7 @@ from tabulate import tabulate
 from ..analysis.stats import format_statistics
 from ..config import randwire_graph_specs, randwire_stage_specs
 from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
+from .defaults import DeferredWriters
 
 __all__ = ["Trainer", "format_results", "save_results"]
 
@@ -32,6 +33,8 @@ class Trainer(DefaultTrainer):
       each checkpoint (key ``randwire_graphs``) and checked on ``--resume``.
     - Logging: before training, a table of the random graphs' statistics
       (:func:`rwdet.analysis.stats.format_statistics`).
+    - Writers: created at the first write, so that building the trainer and loading its
+      checkpoint (validation) write nothing to OUTPUT_DIR.
     - Results: after testing, ``OUTPUT_DIR/eval_results.json`` holds every metric, and the log
       shows a table with AP, AP50, AP75 and the per-class AP.
     """
@@ -53,6 +56,11 @@ class Trainer(DefaultTrainer):
                 "randwire_graphs", GraphSpecRecord(randwire_graph_specs(self.cfg))
             )
         return super().build_hooks()
+
+    def build_writers(self):
+        """Detectron2's writers, created at their first write (:class:`DeferredWriters`), so
+        that building the trainer writes nothing to OUTPUT_DIR."""
+        return [DeferredWriters(self.cfg.OUTPUT_DIR, self.max_iter)]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -55,11 +55,14 @@ def read_checkpoint_specs(path: str) -> Optional[List[GraphSpec]]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ValueError: the file cannot be read as a checkpoint (the message names it).
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from e
+    except Exception as e:  # not a pickle, truncated, ...: torch names neither the file nor why
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     specs = ckpt.get("randwire_graphs", {}).get("specs") if isinstance(ckpt, dict) else None
     return None if specs is None else [GraphSpec.from_json(s) for s in specs]
 
