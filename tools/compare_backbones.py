@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    """Parse and check the arguments; exit 2 naming a missing config or odd overrides."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", required=True, help="detection configs, one per backbone")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds (default 1 2 3)")
@@ -38,6 +39,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run (or reuse) every run, count FLOPs, write results.md/json and print the table; returns 0."""
     from detectron2.utils.logger import setup_logger
 
     from rwdet.analysis.compare_backbones import count_flops, run_comparison, summarize, write_results

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def get_parser():
+    """The demo's argparse parser (Detectron2's demo options, train_net's trailing overrides)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="detection config (a run's config.yaml)")
     p.add_argument("--input", nargs="+", required=True, help="image files, globs (quote them) or folders")
@@ -51,6 +52,8 @@ def split_overrides(args):
 
 
 def setup_cfg(args):
+    """The frozen config: --config-file, the overrides, then --confidence-threshold as every
+    head's test score threshold (as Detectron2's demo). Raises as ``load_config``."""
     from rwdet.engine.defaults import load_config
 
     thr = args.confidence_threshold
@@ -61,6 +64,7 @@ def setup_cfg(args):
 
 
 def main(argv=None):
+    """Check the arguments (exit 2 with a message on bad ones), then draw every input; returns 0."""
     from detectron2.utils.logger import setup_logger
 
     from rwdet.engine.demo import expand_inputs, run_demo
