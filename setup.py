@@ -23,6 +23,8 @@ setup(
         "tqdm",
         "matplotlib",
         "numpy<2",
+        # tools/demo.py reads and writes images with OpenCV; 4.12+ needs numpy 2
+        "opencv-python<4.12",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

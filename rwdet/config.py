@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import List, Tuple
 
 from detectron2.config import CfgNode as CN
@@ -10,8 +11,8 @@ from detectron2.config import CfgNode as CN
 from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 
 __all__ = [
-    "REGIMES", "add_randwire_config", "add_randwire_model_config", "randwire_graph_specs",
-    "randwire_stage_specs", "freeze_graph_specs",
+    "REGIMES", "add_randwire_config", "add_randwire_model_config", "backbone_freeze_at",
+    "randwire_graph_specs", "randwire_stage_specs", "freeze_graph_specs",
 ]
 
 #: Regime name -> the stages that are random graphs (paper table 1).
@@ -34,7 +35,7 @@ def add_randwire_model_config(cfg: CN) -> CN:
     rw.REGIME = "regular"
     rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     rw.NORM = "BN"
-    rw.FREEZE_AT = 0
+    rw.FREEZE_AT = -1  # deprecated alias of MODEL.BACKBONE.FREEZE_AT; -1 = not set (warns otherwise)
     rw.GRAPHS = []
     rw.PRETRAINED_GRAPHS = "check"
     rw.FORWARD = "level"  # stage forward: "level" (each topological level batched) or "node" (per-node reference)
@@ -55,7 +56,9 @@ def add_randwire_config(cfg: CN) -> CN:
         REGIME: "small" or "regular" (paper table 1).
         OUT_FEATURES: stages returned by the backbone, from stem, res2..res5.
         NORM: "BN", "SyncBN", "FrozenBN", "GN" (through Detectron2's ``get_norm``) or "".
-        FREEZE_AT: 0 trains all; 1 freezes the stem; k >= 2 also res2..res<k>.
+        FREEZE_AT: deprecated alias of ``MODEL.BACKBONE.FREEZE_AT`` (Detectron2's key, which
+            drives RandWire's freezing as it drives ResNet's); -1 (default) = not set. Any
+            other value still applies but warns (see :func:`backbone_freeze_at`).
         GRAPHS: JSON graph specs (one per random stage) that rebuild a trained model exactly;
             filled in by :func:`freeze_graph_specs` and saved with the run's config.yaml.
         PRETRAINED_GRAPHS: what to do when MODEL.WEIGHTS is an rwdet pretraining checkpoint
@@ -76,6 +79,48 @@ def add_randwire_config(cfg: CN) -> CN:
     cfg.DATASETS.COCO_JSON = []
     cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
     return cfg
+
+
+#: Largest freeze_at: stem (1) and res2..res5 (2..5), as Detectron2's ResNet.
+MAX_FREEZE_AT = 5
+
+
+def backbone_freeze_at(cfg: CN) -> int:
+    """The freezing of a RandWire body: Detectron2's ``MODEL.BACKBONE.FREEZE_AT``.
+
+    0 trains every layer; 1 freezes the stem; k >= 2 freezes the stem and res2..res<k> (their
+    parameters get ``requires_grad=False`` and their BN becomes FrozenBatchNorm2d), exactly as
+    ``MODEL.BACKBONE.FREEZE_AT`` drives Detectron2's ``build_resnet_backbone``. Detectron2's
+    default is 2 (for ImageNet-pretrained weights); rwdet's classification config defaults to 0.
+
+    The old key ``MODEL.RANDWIRE.FREEZE_AT``, when set (not -1), still wins, with a
+    ``FutureWarning`` naming both keys; it will be removed.
+
+    Args:
+        cfg: a detection config (``get_rwdet_cfg``) or a classification one (``get_cls_cfg``).
+
+    Returns:
+        int in 0..5.
+
+    Raises:
+        ValueError: a value outside 0..5 (the message names the key).
+    """
+    key, value = "MODEL.BACKBONE.FREEZE_AT", cfg.MODEL.BACKBONE.FREEZE_AT
+    alias = cfg.MODEL.RANDWIRE.get("FREEZE_AT", -1)
+    if alias != -1:
+        warnings.warn(
+            f"MODEL.RANDWIRE.FREEZE_AT={alias} is deprecated and overrides "
+            f"MODEL.BACKBONE.FREEZE_AT={value}; set MODEL.BACKBONE.FREEZE_AT {alias} instead "
+            "(Detectron2's key, the same meaning) and leave MODEL.RANDWIRE.FREEZE_AT at -1",
+            FutureWarning, stacklevel=2,
+        )
+        key, value = "MODEL.RANDWIRE.FREEZE_AT", alias
+    if not isinstance(value, int) or not 0 <= value <= MAX_FREEZE_AT:
+        raise ValueError(
+            f"{key}={value!r} is out of range; allowed: 0 (train all), 1 (freeze the stem), "
+            f"2..{MAX_FREEZE_AT} (the stem and res2..res<k>)"
+        )
+    return value
 
 
 def _generated_specs(cfg: CN) -> List[GraphSpec]:

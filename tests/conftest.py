@@ -56,3 +56,31 @@ def catalog_cleanup():
         for catalog in (DatasetCatalog, MetadataCatalog):
             if name in catalog.list():
                 catalog.remove(name)
+
+
+def write_mini_coco(bccd_root: Path, folder: Path, split: str = "test", n: int = 4) -> tuple:
+    """A COCO-format copy of the first ``n`` images of a BCCD split, as a user's own data set:
+    ``folder/imgs/*.jpg`` and ``folder/mini.json`` (relative file names). Returns
+    ``(json_path, image_root)`` as strings."""
+    import json
+    import shutil
+
+    from detectron2.data.datasets.coco import convert_to_coco_dict
+
+    from rwdet.data import register_bccd
+
+    register_bccd(str(bccd_root))
+    coco = convert_to_coco_dict(f"bccd_{split}")
+    images = coco["images"][:n]
+    keep = {im["id"] for im in images}
+    imgs = folder / "imgs"
+    imgs.mkdir(parents=True, exist_ok=True)
+    for im in images:
+        src = Path(im["file_name"])
+        shutil.copy(src, imgs / src.name)
+        im["file_name"] = src.name
+    coco["images"] = images
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    path = folder / "mini.json"
+    path.write_text(json.dumps(coco))
+    return str(path), str(imgs)

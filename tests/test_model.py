@@ -151,15 +151,65 @@ def test_gn_with_channels_not_divisible_by_32_is_refused():
         BACKBONE_REGISTRY.get("build_randwire_backbone")(small_cfg(NORM="GN", CHANNELS=109), ShapeSpec(channels=3))
 
 
-def test_freeze_at():
-    bb = BACKBONE_REGISTRY.get("build_randwire_backbone")(small_cfg(FREEZE_AT=2), ShapeSpec(channels=3))
-    assert not any(p.requires_grad for p in bb.stem.parameters())
+def _stage_state(bb, names):
+    """Per stage: (all parameters trainable, any FrozenBatchNorm2d)."""
+    return {
+        n: (all(p.requires_grad for p in getattr(bb, n).parameters()),
+            any(isinstance(m, FrozenBatchNorm2d) for m in getattr(bb, n).modules()))
+        for n in names
+    }
+
+
+@pytest.mark.parametrize("freeze_at", [0, 1, 2, 5])
+def test_backbone_freeze_at_freezes_randwire_as_detectron2_freezes_resnet(freeze_at):
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = small_cfg()
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    bb = BACKBONE_REGISTRY.get("build_randwire_backbone")(cfg, ShapeSpec(channels=3))
+    names = ["stem", "res2", "res3", "res4", "res5"]
+    state = _stage_state(bb, names)
+    expected = {n: (i + 1 > freeze_at, i + 1 <= freeze_at) for i, n in enumerate(names)}
+    assert state == expected
+    # The same key and value freeze Detectron2's ResNet stage for stage the same way.
+    resnet = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    assert _stage_state(resnet, names) == expected
+
+
+def test_freeze_at_follows_detectron2_default_and_old_key_warns():
+    cfg = small_cfg()
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2  # Detectron2's default, now obeyed
+    bb = BACKBONE_REGISTRY.get("build_randwire_backbone")(cfg, ShapeSpec(channels=3))
     assert not any(p.requires_grad for p in bb.res2.parameters())
     assert all(p.requires_grad for p in bb.res3.parameters())
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in bb.res2.modules())
-    assert not any(isinstance(m, FrozenBatchNorm2d) for m in bb.res3.modules())
-    with pytest.raises(ValueError, match="freeze_at=6"):
-        BACKBONE_REGISTRY.get("build_randwire_backbone")(small_cfg(FREEZE_AT=6), ShapeSpec(channels=3))
+    # The old MODEL.RANDWIRE.FREEZE_AT, when set, still applies, with a warning naming both keys.
+    cfg = small_cfg(FREEZE_AT=0)
+    with pytest.warns(FutureWarning, match=r"MODEL.RANDWIRE.FREEZE_AT=0 is deprecated.*MODEL.BACKBONE.FREEZE_AT"):
+        bb = BACKBONE_REGISTRY.get("build_randwire_backbone")(cfg, ShapeSpec(channels=3))
+    assert all(p.requires_grad for p in bb.parameters())
+    cfg = small_cfg()
+    cfg.MODEL.BACKBONE.FREEZE_AT = 6
+    with pytest.raises(ValueError, match=r"MODEL.BACKBONE.FREEZE_AT=6 is out of range; allowed: 0"):
+        BACKBONE_REGISTRY.get("build_randwire_backbone")(cfg, ShapeSpec(channels=3))
+
+
+def test_classifier_freeze_at_uses_the_same_key():
+    from rwdet.classification.config import get_cls_cfg
+    from rwdet.classification.model import build_classifier
+
+    cfg = get_cls_cfg()
+    cfg.MODEL.RANDWIRE.REGIME, cfg.MODEL.RANDWIRE.SEEDS = "small", [1, 2, 3]
+    cfg.MODEL.RANDWIRE.NODES, cfg.MODEL.RANDWIRE.CHANNELS, cfg.MODEL.NUM_CLASSES = 8, 16, 10
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0  # pretraining trains everything by default
+    assert all(p.requires_grad for p in build_classifier(cfg).parameters())
+    cfg.MODEL.BACKBONE.FREEZE_AT = 3
+    body = build_classifier(cfg).body
+    assert _stage_state(body, ["stem", "res2", "res3", "res4"]) == {
+        "stem": (False, True), "res2": (False, True), "res3": (False, True), "res4": (True, False)}
 
 
 def test_config_errors_and_saved_graphs(caplog):

@@ -66,3 +66,68 @@ def test_bad_input_fails_with_clear_message(tmp_path):
     assert proc.returncode != 0 and "DATASETS.BCCD_ROOT" in proc.stderr
     proc = run(["--config-file", TINY, "MODEL.RANDWIRE.P", "1.5", "OUTPUT_DIR", str(tmp_path)], check=False)
     assert proc.returncode != 0 and "P=1.5" in proc.stderr
+
+
+def losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    return [(r["iteration"], r.get("total_loss"), r.get("loss_cls")) for r in rows if "total_loss" in r]
+
+
+def test_same_seed_same_command_gives_the_same_ap_and_losses(bccd_root, tmp_path):
+    from conftest import write_mini_coco
+
+    json_file, image_root = write_mini_coco(bccd_root, tmp_path / "data", "test", 4)
+    common = ["DATASETS.BCCD_ROOT", str(bccd_root), "DATASETS.COCO_JSON", f"[['mini_test', '{json_file}', '{image_root}']]",
+              "DATASETS.TEST", "('mini_test',)", "SOLVER.MAX_ITER", "3", "DATALOADER.NUM_WORKERS", "0",
+              "SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    for name in ("a", "b"):
+        run(["--config-file", TINY, *common, "OUTPUT_DIR", str(tmp_path / name)])
+    ra, rb = (json.loads((tmp_path / n / "eval_results.json").read_text()) for n in ("a", "b"))
+    assert "AP" in ra["mini_test"]["bbox"]
+    assert ra == rb  # equal AP (every metric), bit for bit
+    assert losses(tmp_path / "a") == losses(tmp_path / "b") and losses(tmp_path / "a")
+    wa, wb = (torch.load(tmp_path / n / "model_final.pth", map_location="cpu", weights_only=False)["model"] for n in "ab")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_eval_only_on_a_users_own_coco_json(bccd_root, tmp_path):
+    from conftest import write_mini_coco
+    from detectron2.modeling import build_model
+
+    from rwdet.engine.defaults import load_config
+
+    json_file, image_root = write_mini_coco(bccd_root, tmp_path / "mine", "test", 3)
+    weights = tmp_path / "model.pth"
+    torch.manual_seed(0)
+    torch.save({"model": build_model(load_config(TINY)).state_dict()}, weights)  # a freshly initialised detector
+    out = tmp_path / "eval"
+    # The README's command: --eval-only MODEL.WEIGHTS ... DATASETS.COCO_JSON ... DATASETS.TEST ...
+    run(["--config-file", TINY, "--eval-only", "MODEL.WEIGHTS", str(weights),
+         "DATASETS.COCO_JSON", f"[['mine', '{json_file}', '{image_root}']]", "DATASETS.TEST", "('mine',)",
+         "OUTPUT_DIR", str(out)])
+    bbox = json.loads((out / "eval_results.json").read_text())["mine"]["bbox"]
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-RBC", "AP-WBC", "AP-Platelets"} <= set(bbox)
+
+
+def test_cuda_device_without_cuda_fails_clearly_unless_opted_in(monkeypatch, caplog, tmp_path):
+    import logging
+
+    from rwdet.engine import defaults
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(defaults.CPU_FALLBACK_ENV, raising=False)
+    assert defaults.get_rwdet_cfg().MODEL.DEVICE == "cpu"  # a config that names no device runs on the CPU
+    with pytest.raises(RuntimeError, match=r"MODEL.DEVICE='cuda'.*CUDA is not available.*RWDET_CPU_FALLBACK=1"):
+        defaults.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda"])
+    monkeypatch.setenv(defaults.CPU_FALLBACK_ENV, "1")
+    with caplog.at_level(logging.WARNING):
+        cfg = defaults.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda:1"])
+    assert cfg.MODEL.DEVICE == "cpu" and "RWDET_CPU_FALLBACK=1" in caplog.text
+    # The classification trainer's config obeys the same rule.
+    from rwdet.classification.config import get_cls_cfg
+
+    monkeypatch.delenv(defaults.CPU_FALLBACK_ENV)
+    assert get_cls_cfg().MODEL.DEVICE == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        defaults.merge_config(get_cls_cfg(), str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
+                              ["MODEL.DEVICE", "cuda"])

@@ -63,6 +63,15 @@ else
        "'sudo apt-get install dataset-fashion-mnist' (or pass DATA.ROOT with its IDX files)"
 fi
 
+# OpenCV for tools/demo.py (also in setup.py): 4.12 and later require numpy 2, and detectron2
+# 0.7.2 / the pins here keep numpy<2, so take the last 4.x that accepts numpy 1.x.
+if "$PY" -c "import cv2" 2>/dev/null; then
+  echo "[rwdet setup] OpenCV present: $("$PY" -c 'import cv2; print(cv2.__version__)')"
+else
+  echo "[rwdet setup] installing opencv-python<4.12 (numpy<2)"
+  pip_install "opencv-python<4.12" "numpy<2"
+fi
+
 echo "[rwdet setup] installing rwdet (editable) with test requirements"
 pip_install -e ".[test]"
 "$PY" -c "import rwdet, detectron2, torch; print('[rwdet setup] ok: rwdet', rwdet.__version__, '| detectron2', detectron2.__version__, '| torch', torch.__version__, '| CUDA', torch.cuda.is_available())"

@@ -37,7 +37,9 @@ __all__ = [
     "FlopCount",
     "PaperFigure",
     "count_config",
+    "count_detector",
     "count_model",
+    "detection_arch",
     "machine_description",
     "paper_figure",
     "render_table",
@@ -97,7 +99,7 @@ class FlopCount:
     Attributes:
         config: the config path as given.
         task: "classification" or "detection".
-        arch: "randwire" or "resnet50".
+        arch: "randwire" or "resnet<depth>" (e.g. "resnet50").
         graph: the graph generator in the paper's notation without N and seed, e.g.
             "WS(4, 0.75)"; "" without random graphs.
         regime: "small" or "regular" ("" without random graphs).
@@ -150,13 +152,58 @@ def count_model(model: nn.Module, inputs: torch.Tensor) -> Tuple[float, int]:
     return flops, int(parameter_count(model)[""])
 
 
+def count_detector(cfg, image_size: Tuple[int, int] = DETECTION_INPUT_SIZE) -> Tuple[float, int, Tuple[int, ...]]:
+    """FLOPs of a detector's backbone (with its FPN) on one image, and the whole detector's params.
+
+    Builds ``cfg``'s model (random weights) on the CPU and counts its ``model.backbone`` with
+    fvcore on one 3 x ``image_size`` zero image padded to the backbone's size divisibility, as
+    Detectron2's ``preprocess_image`` pads it. Any registered backbone (RandWire or Detectron2's
+    ResNet FPN) is counted the same way.
+
+    Args:
+        cfg: a detection config (``rwdet.engine.defaults.load_config``); its MODEL.DEVICE is
+            not used.
+        image_size: (height, width) of the image before padding, in pixels.
+
+    Returns:
+        (flops, params, input_shape): multiply-adds of the backbone+FPN forward, parameters
+        of the whole detector, and the padded (1, 3, H, W) shape counted.
+    """
+    from detectron2.modeling import build_model
+    from detectron2.structures import ImageList
+    from fvcore.nn import parameter_count
+
+    from .. import modeling  # noqa: F401  (registers the RandWire backbones)
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    params = int(parameter_count(model)[""])
+    backbone = model.backbone
+    images = ImageList.from_tensors(
+        [torch.zeros(3, *image_size)], backbone.size_divisibility,
+        padding_constraints=getattr(backbone, "padding_constraints", None),
+    ).tensor
+    flops, _ = count_model(backbone, images)
+    return flops, params, tuple(images.shape)
+
+
+def detection_arch(cfg) -> str:
+    """The backbone family of a detection config: ``"randwire"``, or ``"resnet<depth>"`` (e.g.
+    ``"resnet50"``) when MODEL.BACKBONE.NAME is one of Detectron2's ResNet builders."""
+    return f"resnet{cfg.MODEL.RESNETS.DEPTH}" if "resnet" in cfg.MODEL.BACKBONE.NAME else "randwire"
+
+
 def _imagenet_classifier(cfg) -> nn.Module:
     """The network of ``cfg`` as the paper's 1000-class ImageNet classifier (random init)."""
     arch = cfg.MODEL.get("ARCH", "randwire")
-    if arch == "resnet50":
+    if "ARCH" not in cfg.MODEL:
+        arch = detection_arch(cfg)
+    if arch.startswith("resnet"):
         import torchvision
 
-        return torchvision.models.resnet50(weights=None, num_classes=IMAGENET_CLASSES)
+        return getattr(torchvision.models, arch)(weights=None, num_classes=IMAGENET_CLASSES)
     from ..config import randwire_graph_specs
     from ..modeling.randwire import RandWire, RandWireClassifier
 
@@ -212,24 +259,8 @@ def count_config(config_file: str, detection_size: Tuple[int, int] = DETECTION_I
             and (arch != "randwire" or cfg.MODEL.HEAD_CHANNELS == 1280)
         )
     else:
-        from detectron2.modeling import build_model
-        from detectron2.structures import ImageList
-
-        from .. import modeling  # noqa: F401  (registers the RandWire backbones)
-
-        arch = "randwire"
-        from fvcore.nn import parameter_count
-
-        model = build_model(cfg)
-        params = int(parameter_count(model)[""])
-        backbone = model.backbone
-        images = ImageList.from_tensors(
-            [torch.zeros(3, *detection_size)], backbone.size_divisibility,
-            padding_constraints=getattr(backbone, "padding_constraints", None),
-        ).tensor
-        shape = tuple(images.shape)
-        flops, _ = count_model(backbone, images)
-        del model, backbone
+        arch = detection_arch(cfg)
+        flops, params, shape = count_detector(cfg, detection_size)
         same_as_imagenet = False
     if same_as_imagenet:
         imagenet_flops, imagenet_params = flops, params
@@ -349,7 +380,7 @@ def render_table(counts: Sequence[FlopCount], command: Optional[str] = None) -> 
                 f"{fig.flops_text}, {fig.params_text}{note} ({_rel(c.imagenet_flops, fig.flops)}, "
                 f"{_rel(c.imagenet_params, fig.params)})"
             )
-        graph = c.graph or ("ResNet-50" if c.arch == "resnet50" else c.arch)
+        graph = c.graph or (f"ResNet-{c.arch[len('resnet'):]}" if c.arch.startswith("resnet") else c.arch)
         what = "backbone+FPN " if c.task == "detection" else ""
         lines.append(
             f"| `{_display_path(c.config)}` | {c.task} | {graph} | {c.regime or '-'} | "

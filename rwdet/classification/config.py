@@ -7,7 +7,7 @@ from typing import Sequence
 from detectron2.config import CfgNode as CN
 
 from ..config import add_randwire_model_config, freeze_graph_specs
-from ..engine.defaults import merge_config
+from ..engine.defaults import default_device, merge_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
@@ -18,7 +18,11 @@ def get_cls_cfg() -> CN:
     MODEL.ARCH: a name in ``CLASSIFIER_REGISTRY`` ("randwire", "resnet50").
     MODEL.NUM_CLASSES, MODEL.HEAD_CHANNELS (1280), MODEL.DROPOUT: the classifier head.
     MODEL.RANDWIRE: as for detection (``add_randwire_config``); OUT_FEATURES is res5 here.
-    MODEL.WEIGHTS: checkpoint to start from ("" = random init). MODEL.DEVICE: "cuda" or "cpu".
+    MODEL.BACKBONE.FREEZE_AT: Detectron2's key with Detectron2's meaning (0 trains all, 1
+        freezes the stem, k >= 2 also res2..res<k>), default 0 here: pretraining starts from
+        scratch (Detectron2's default 2 is for fine-tuning ImageNet weights).
+    MODEL.WEIGHTS: checkpoint to start from ("" = random init). MODEL.DEVICE: "cuda" or "cpu" (default:
+        "cuda" where available, else "cpu"; "cuda" without CUDA is an error, see ``merge_config``).
     MODEL.CHANNELS_LAST: keep weights and images in ``torch.channels_last`` (NHWC) memory
         format, as timm's ``--channels-last``; same model, same checkpoints, a different speed
         (faster on CPUs whose oneDNN kernels prefer NHWC).
@@ -40,8 +44,10 @@ def get_cls_cfg() -> CN:
     _C.MODEL.HEAD_CHANNELS = 1280
     _C.MODEL.DROPOUT = 0.0
     _C.MODEL.WEIGHTS = ""
-    _C.MODEL.DEVICE = "cuda"
+    _C.MODEL.DEVICE = default_device()  # "cuda" where available, else "cpu"
     _C.MODEL.CHANNELS_LAST = False
+    _C.MODEL.BACKBONE = CN()
+    _C.MODEL.BACKBONE.FREEZE_AT = 0  # 0 trains every layer (from scratch); as Detectron2's key
     add_randwire_model_config(_C)
     _C.MODEL.RANDWIRE.OUT_FEATURES = ["res5"]
 

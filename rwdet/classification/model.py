@@ -11,7 +11,7 @@ from detectron2.utils.events import get_event_storage
 from fvcore.common.registry import Registry
 from torch import nn
 
-from ..config import randwire_graph_specs
+from ..config import backbone_freeze_at, randwire_graph_specs
 from ..modeling.randwire import RandWire, RandWireClassifier
 
 __all__ = ["CLASSIFIER_REGISTRY", "build_classifier", "ClassificationModel"]
@@ -22,11 +22,16 @@ CLASSIFIER_REGISTRY.__doc__ = """Classifiers by function name (as timm): ``fn(cf
 
 @CLASSIFIER_REGISTRY.register()
 def randwire(cfg) -> RandWireClassifier:
-    """RandWire classifier of ``cfg.MODEL.RANDWIRE`` (paper table 1): body stem..res5, then head."""
+    """RandWire classifier of ``cfg.MODEL.RANDWIRE`` (paper table 1): body stem..res5, then head.
+
+    The body is frozen by ``MODEL.BACKBONE.FREEZE_AT`` (default 0 here: pretraining trains all),
+    the same key and meaning as for the detector (:func:`rwdet.config.backbone_freeze_at`).
+    """
     rw = cfg.MODEL.RANDWIRE
     body = RandWire(
         randwire_graph_specs(cfg), regime=rw.REGIME, channels=rw.CHANNELS, norm=rw.NORM,
-        out_features=["res5"], freeze_at=rw.FREEZE_AT, forward_mode=rw.FORWARD, recompute=rw.RECOMPUTE,
+        out_features=["res5"], freeze_at=backbone_freeze_at(cfg),
+        forward_mode=rw.FORWARD, recompute=rw.RECOMPUTE,
     )
     return RandWireClassifier(
         body, num_classes=cfg.MODEL.NUM_CLASSES, head_channels=cfg.MODEL.HEAD_CHANNELS,

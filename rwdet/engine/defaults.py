@@ -19,25 +19,46 @@ from detectron2.utils.logger import setup_logger
 from ..config import add_randwire_config, freeze_graph_specs
 from .transfer import read_checkpoint_specs
 
-__all__ = ["DeferredWriters", "begin_run", "commit_run", "get_rwdet_cfg", "load_config", "merge_config"]
+__all__ = [
+    "CPU_FALLBACK_ENV", "DeferredWriters", "begin_run", "commit_run", "default_device", "get_rwdet_cfg",
+    "load_config", "merge_config",
+]
 
 logger = logging.getLogger(__name__)
 
+#: Environment variable that opts in to running a MODEL.DEVICE "cuda" config on the CPU.
+CPU_FALLBACK_ENV = "RWDET_CPU_FALLBACK"
+
+
+def default_device() -> str:
+    """rwdet's default MODEL.DEVICE: ``"cuda"`` where CUDA is available, else ``"cpu"``.
+
+    Detectron2's default is always "cuda"; rwdet's lets configs that name no device run on
+    either machine. A config that names "cuda" still fails without CUDA (:func:`merge_config`).
+    """
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def get_rwdet_cfg() -> CfgNode:
-    """Detectron2's default config plus rwdet's keys (see ``add_randwire_config``)."""
-    return add_randwire_config(get_cfg())
+    """Detectron2's default config plus rwdet's keys (see ``add_randwire_config``), with
+    MODEL.DEVICE defaulting to :func:`default_device`."""
+    cfg = add_randwire_config(get_cfg())
+    cfg.MODEL.DEVICE = default_device()  # "cuda" where available, else "cpu"
+    return cfg
 
 
 def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """Merge ``config_file`` then ``KEY VALUE`` overrides into ``cfg`` (in place; returned).
 
-    MODEL.DEVICE "cuda" falls back to "cpu", with a warning, where CUDA is not available.
+    MODEL.DEVICE "cuda" (or "cuda:N") where CUDA is not available is an error, as in
+    Detectron2, unless the environment variable ``RWDET_CPU_FALLBACK=1`` opts in to running on
+    the CPU instead (then with a warning).
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
         ValueError: an odd number of overrides, or a ``--flag`` among them (the message says
             that flags go before the overrides).
+        RuntimeError: MODEL.DEVICE names CUDA on a machine without it (and no opt-in).
     """
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file!r} does not exist")
@@ -52,7 +73,14 @@ def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> Cf
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU", cfg.MODEL.DEVICE)
+        if os.environ.get(CPU_FALLBACK_ENV) != "1":
+            raise RuntimeError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} (from {config_file} or the overrides) but CUDA is not "
+                f"available on this machine (torch.cuda.is_available() is False). Run on the CPU with "
+                f"MODEL.DEVICE cpu, or set {CPU_FALLBACK_ENV}=1 to let a cuda config fall back to the CPU"
+            )
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU (%s=1)",
+                       cfg.MODEL.DEVICE, CPU_FALLBACK_ENV)
         cfg.MODEL.DEVICE = "cpu"
     return cfg
 
@@ -173,8 +201,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """Build the full config of a run: defaults, ``config_file``, then ``KEY VALUE`` overrides.
 
     The random graphs are resolved and written into MODEL.RANDWIRE.GRAPHS, so the config.yaml
-    saved in OUTPUT_DIR rebuilds the same networks. MODEL.DEVICE "cuda" falls back to "cpu",
-    with a warning, on a machine without CUDA.
+    saved in OUTPUT_DIR rebuilds the same networks. MODEL.DEVICE: see :func:`merge_config`.
 
     Args:
         config_file: path to a YAML config.
@@ -186,6 +213,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
         ValueError: an odd number of overrides, or invalid RandWire keys.
+        RuntimeError: MODEL.DEVICE "cuda" without CUDA (see :func:`merge_config`).
     """
     cfg = merge_config(get_rwdet_cfg(), config_file, opts)
     _apply_pretrained_graphs(cfg)

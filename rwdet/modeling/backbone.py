@@ -10,7 +10,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
-from ..config import randwire_graph_specs
+from ..config import backbone_freeze_at, randwire_graph_specs
 from .randwire import RandWire
 
 __all__ = ["build_randwire_backbone", "build_randwire_fpn_backbone"]
@@ -25,10 +25,13 @@ def build_randwire_backbone(cfg, input_shape: ShapeSpec) -> RandWire:
         input_shape: the image ShapeSpec (its ``channels`` is used).
 
     Returns:
-        RandWire: outputs ``cfg.MODEL.RANDWIRE.OUT_FEATURES`` (res2..res5 at strides 4..32).
+        RandWire: outputs ``cfg.MODEL.RANDWIRE.OUT_FEATURES`` (res2..res5 at strides 4..32),
+        frozen by ``MODEL.BACKBONE.FREEZE_AT`` as Detectron2's ResNet (stem = 1, res2..res<k>
+        = k; see :func:`rwdet.config.backbone_freeze_at`).
 
     Raises:
-        ValueError: invalid RandWire keys (graph parameters, seeds, regime, norm, freeze_at).
+        ValueError: invalid RandWire keys (graph parameters, seeds, regime, norm) or a
+            FREEZE_AT outside 0..5.
     """
     rw = cfg.MODEL.RANDWIRE
     return RandWire(
@@ -38,7 +41,7 @@ def build_randwire_backbone(cfg, input_shape: ShapeSpec) -> RandWire:
         in_channels=input_shape.channels,
         norm=rw.NORM,
         out_features=list(rw.OUT_FEATURES),
-        freeze_at=rw.FREEZE_AT,
+        freeze_at=backbone_freeze_at(cfg),
         forward_mode=rw.FORWARD, recompute=rw.RECOMPUTE,
     )
 

@@ -1,0 +1,401 @@
+"""Backbone comparison: train the same detector with several backbones over fixed seeds and report
+COCO AP mean ± std, seconds per iteration and backbone+FPN FLOPs per backbone.
+
+Source: Xie et al., ICCV 2019, sec. 5 (RandWire-WS against ResNet-50 as Faster R-CNN FPN
+backbones at about equal FLOPs). Each run is ``tools/train_net.py`` (Detectron2's
+``DefaultTrainer`` through :class:`rwdet.engine.Trainer`) in a subprocess of its own, with
+``--resume``, in ``OUTPUT_DIR/<config name>/seed<s>``: the same command as a user runs, so a
+run here is repeatable by hand, an interrupted comparison resumes where it stopped, and a
+finished run (its ``compare_run.json`` record) is reused.
+
+Fairness is checked before any training: the configs must agree on every key except the
+backbone's own (MODEL.BACKBONE.NAME, MODEL.RANDWIRE.*, MODEL.RESNETS.*, OUTPUT_DIR), i.e. the
+same heads, data, input size, schedule, freezing (MODEL.BACKBONE.FREEZE_AT) and initialisation
+(MODEL.WEIGHTS), and their backbones must use the same norm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..engine.checkpoint import atomic_write
+
+__all__ = [
+    "BACKBONE_KEYS",
+    "backbone_label",
+    "backbone_norm",
+    "check_same_setup",
+    "count_flops",
+    "format_markdown",
+    "read_run",
+    "run_comparison",
+    "summarize",
+    "write_results",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Config keys (prefixes) that may differ between the compared configs: the backbone's own.
+BACKBONE_KEYS = ("MODEL.BACKBONE.NAME", "MODEL.RANDWIRE.", "MODEL.RESNETS.", "OUTPUT_DIR")
+
+#: File that marks a finished run in its output directory (written by :func:`run_comparison`).
+RUN_RECORD = "compare_run.json"
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _flatten(node, prefix: str = "") -> Dict[str, object]:
+    out = {}
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def backbone_norm(cfg) -> str:
+    """The norm of a detection config's backbone: MODEL.RANDWIRE.NORM for RandWire, else
+    MODEL.RESNETS.NORM (Detectron2's ResNet builders)."""
+    return cfg.MODEL.RANDWIRE.NORM if "randwire" in cfg.MODEL.BACKBONE.NAME else cfg.MODEL.RESNETS.NORM
+
+
+def backbone_label(cfg) -> str:
+    """A short name of a detection config's backbone, e.g. ``RandWire-WS(4, 0.75) small C=78``
+    or ``ResNet-50``."""
+    if "randwire" in cfg.MODEL.BACKBONE.NAME:
+        from ..config import randwire_graph_specs
+        from ..graphs import format_setting
+
+        rw = cfg.MODEL.RANDWIRE
+        spec = randwire_graph_specs(cfg)[-1]
+        return f"RandWire-{format_setting(spec.model, spec.params)} {rw.REGIME} C={rw.CHANNELS}"
+    if "resnet" in cfg.MODEL.BACKBONE.NAME:
+        return f"ResNet-{cfg.MODEL.RESNETS.DEPTH}"
+    return str(cfg.MODEL.BACKBONE.NAME)
+
+
+def check_same_setup(cfgs: Dict[str, object]) -> None:
+    """Refuse configs that would compare more than their backbones.
+
+    Args:
+        cfgs: ``{config path: loaded detection config}``, at least one.
+
+    Raises:
+        ValueError: two configs differ in a key outside :data:`BACKBONE_KEYS` (the message
+            lists up to 10 such keys with both values), their backbone norms differ, a config
+            has no test dataset, or MODEL.WEIGHTS is set (the comparison is from scratch).
+    """
+    items = list(cfgs.items())
+    for path, cfg in items:
+        if not cfg.DATASETS.TEST:
+            raise ValueError(f"{path}: DATASETS.TEST is empty; the comparison needs a test set for AP")
+        if cfg.MODEL.WEIGHTS:
+            raise ValueError(
+                f"{path}: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r}; the comparison trains every backbone from "
+                "scratch (MODEL.WEIGHTS \"\"), so that no side has pretraining the other lacks"
+            )
+    ref_path, ref = items[0]
+    ref_flat = _flatten(ref)
+    for path, cfg in items[1:]:
+        flat = _flatten(cfg)
+        diff = sorted(
+            k for k in set(ref_flat) | set(flat)
+            if not k.startswith(BACKBONE_KEYS) and ref_flat.get(k) != flat.get(k)
+        )
+        if diff:
+            shown = "; ".join(f"{k}: {ref_flat.get(k)!r} vs {flat.get(k)!r}" for k in diff[:10])
+            raise ValueError(
+                f"{ref_path} and {path} differ outside the backbone in {len(diff)} key(s): {shown}. "
+                f"Only {', '.join(BACKBONE_KEYS)} may differ; put the rest in a shared _BASE_"
+            )
+        if backbone_norm(cfg) != backbone_norm(ref):
+            raise ValueError(
+                f"backbone norms differ: {ref_path} uses {backbone_norm(ref)!r}, {path} uses "
+                f"{backbone_norm(cfg)!r}; compare backbones with the same norm"
+            )
+
+
+def _config_name(config_file: str) -> str:
+    return os.path.splitext(os.path.basename(config_file))[0]
+
+
+def _config_hash(cfg) -> str:
+    return hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]
+
+
+def read_run(run_dir: str, test_dataset: str) -> dict:
+    """The results of one finished training run in ``run_dir``.
+
+    Reads ``eval_results.json`` (written by :class:`rwdet.engine.Trainer` after testing) and
+    ``metrics.json`` (Detectron2's ``JSONWriter``).
+
+    Args:
+        run_dir: the run's OUTPUT_DIR.
+        test_dataset: the dataset whose bbox results to take (the config's DATASETS.TEST[0]).
+
+    Returns:
+        ``{"bbox": {metric: value}}`` with COCO AP in percent (AP, AP50, AP75, APs, APm,
+        APl, AP-<class>); ``"sec_per_iter"``: the median of the ``time`` values in
+        metrics.json (each one Detectron2's median step time, data loading included, over its
+        logging window of 20 iterations; seconds; NaN for a run of at most 3 iterations, which
+        Detectron2's IterationTimer leaves untimed); ``"evaluations"``: ``[[iteration, AP], ...]``
+        of every evaluation logged during training (TEST.EVAL_PERIOD > 0), the final one
+        included.
+
+    Raises:
+        FileNotFoundError: a missing results file (the message names it).
+        KeyError: no bbox results for ``test_dataset``.
+    """
+    path = os.path.join(run_dir, "eval_results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not been evaluated")
+    with open(path) as f:
+        results = json.load(f)
+    if test_dataset not in results or "bbox" not in results[test_dataset]:
+        raise KeyError(f"{path} holds no bbox results for {test_dataset!r}; it has {sorted(results)}")
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    times, evaluations = [], []
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                row = json.loads(line)
+                if "time" in row:
+                    times.append(float(row["time"]))
+                if "bbox/AP" in row:
+                    evaluations.append([int(row["iteration"]), float(row["bbox/AP"])])
+    return {
+        "bbox": {k: float(v) for k, v in results[test_dataset]["bbox"].items()},
+        "sec_per_iter": statistics.median(times) if times else math.nan,
+        "evaluations": evaluations,
+    }
+
+
+def _train(config_file: str, opts: Sequence[str], run_dir: str) -> float:
+    """Run ``tools/train_net.py --resume`` for one run; return its wall time in seconds."""
+    os.makedirs(run_dir, exist_ok=True)
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--resume",
+           "--config-file", config_file, *opts]
+    log_path = os.path.join(run_dir, "train_net.log")
+    start = time.perf_counter()
+    with open(log_path, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"training run {run_dir} failed (exit {proc.returncode}); end of {log_path}:\n{tail}")
+    return seconds
+
+
+def run_comparison(
+    config_files: Sequence[str],
+    seeds: Sequence[int],
+    output_dir: str,
+    opts: Sequence[str] = (),
+) -> List[dict]:
+    """Train (or reuse) every (config, seed) run and return one record per run.
+
+    All configs are loaded and checked (:func:`check_same_setup`) before any training. Run
+    ``(config, s)`` trains in ``output_dir/<config name>/seed<s>`` with ``SEED s`` (Detectron2's
+    seed of initialisation, data order and augmentation; the RandWire graphs stay the config's).
+    A run whose record ``compare_run.json`` matches the config is reused; an unfinished one
+    resumes from its last checkpoint; a record of another config is refused.
+
+    Args:
+        config_files: detection configs, one per backbone (e.g. a RandWire and a ResNet one).
+        seeds: training seeds, e.g. 1 2 3; the same for every config.
+        output_dir: root of the runs.
+        opts: ``KEY VALUE`` overrides for every run (e.g. DATASETS.BCCD_ROOT, SOLVER.MAX_ITER).
+
+    Returns:
+        records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
+        "evaluations", "seconds"}``; seconds is the wall time of training and evaluation
+        (None when reused from an earlier invocation).
+
+    Raises:
+        ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
+            outside their backbones (see :func:`check_same_setup`), bad overrides, or an
+            output directory holding a run of another config.
+        FileNotFoundError: a missing config file.
+        RuntimeError: a training run failed (the message shows the end of its log).
+    """
+    from ..engine.defaults import load_config
+
+    if not config_files:
+        raise ValueError("no configs given; e.g. configs/bccd/faster_rcnn_randwire_ws_small_bccd.yaml "
+                         "configs/bccd/faster_rcnn_R_18_FPN_bccd.yaml")
+    if not seeds:
+        raise ValueError("no seeds given; e.g. 1 2 3")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {list(seeds)} repeat a value")
+    names = [_config_name(c) for c in config_files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"configs {list(config_files)} repeat a file name; each names its runs' folder")
+    for path in config_files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} does not exist")
+    base = {path: load_config(path, opts) for path in config_files}
+    check_same_setup(base)
+    records = []
+    for path, name in zip(config_files, names):
+        label = backbone_label(base[path])
+        for seed in seeds:
+            run_dir = os.path.abspath(os.path.join(output_dir, name, f"seed{seed}"))
+            run_opts = list(opts) + ["SEED", str(int(seed)), "OUTPUT_DIR", run_dir]
+            cfg = load_config(path, run_opts)
+            record_path = os.path.join(run_dir, RUN_RECORD)
+            seconds = None
+            if os.path.isfile(record_path):
+                with open(record_path) as f:
+                    done = json.load(f)
+                if done.get("config_hash") != _config_hash(cfg):
+                    raise ValueError(
+                        f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
+                        f"{done.get('opts')}); use another --output-dir or remove that folder"
+                    )
+                logger.info("Reusing %s seed %d (%s)", label, seed, run_dir)
+            else:
+                logger.info("Training %s seed %d -> %s", label, seed, run_dir)
+                seconds = _train(path, run_opts, run_dir)
+                record = {"config": path, "opts": run_opts, "config_hash": _config_hash(cfg), "seconds": seconds}
+                atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
+            result = read_run(run_dir, cfg.DATASETS.TEST[0])
+            records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
+                            "seconds": seconds, **result})
+    return records
+
+
+def count_flops(config_files: Sequence[str], opts: Sequence[str] = ()) -> Dict[str, dict]:
+    """Backbone+FPN FLOPs and whole-detector params of each config, at the size its test images
+    are resized to (INPUT.MIN_SIZE_TEST x INPUT.MAX_SIZE_TEST, e.g. 320x427 for BCCD's 640x480
+    photos), counted with fvcore by :func:`rwdet.analysis.flops.count_detector` (CPU, random
+    weights).
+
+    Returns:
+        ``{config: {"flops": multiply-adds, "params": count, "input_shape": (1, 3, H, W)}}``.
+    """
+    from ..engine.defaults import load_config
+    from .flops import count_detector
+
+    out = {}
+    for path in config_files:
+        cfg = load_config(path, list(opts) + ["MODEL.DEVICE", "cpu"])
+        size = (int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        flops, params, shape = count_detector(cfg, size)
+        out[path] = {"flops": flops, "params": params, "input_shape": list(shape)}
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else math.nan)
+
+
+def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) -> List[dict]:
+    """Mean and sample standard deviation over seeds, one row per config (input order).
+
+    Args:
+        records: from :func:`run_comparison`.
+        flops: optional ``{config: {"flops", "params", "input_shape"}}`` (backbone+FPN
+            multiply-adds, whole-detector parameters, counted (1, 3, H, W)).
+
+    Returns:
+        rows ``{"config", "backbone", "seeds", "n", "metrics": {name: {"mean", "std",
+        "per_seed"}}, "sec_per_iter": {"mean", "std", "per_seed"}, "last_evaluations":
+        [[iteration, AP], ...] per seed (the last two), "flops", "params", "input_shape"}``;
+        metric names are AP, AP50, AP75 and AP-<class> (COCO AP in percent). The std is the
+        sample one (n - 1), NaN with one seed; NaN values (a class absent from the test set)
+        are left out of the mean.
+    """
+    rows: Dict[str, dict] = {}
+    for r in records:
+        row = rows.setdefault(r["config"], {"config": r["config"], "backbone": r["backbone"], "runs": []})
+        row["runs"].append(r)
+    out = []
+    for row in rows.values():
+        runs = row.pop("runs")
+        keys = ["AP", "AP50", "AP75"] + [k for k in runs[0]["bbox"] if k.startswith("AP-")]
+        metrics = {}
+        for k in keys:
+            per_seed = [r["bbox"].get(k, math.nan) for r in runs]
+            mean, std = _mean_std(per_seed)
+            metrics[k] = {"mean": mean, "std": std, "per_seed": per_seed}
+        times = [r["sec_per_iter"] for r in runs]
+        mean, std = _mean_std(times)
+        count = (flops or {}).get(row["config"], {})
+        out.append({
+            **row, "seeds": [r["seed"] for r in runs], "n": len(runs), "metrics": metrics,
+            "sec_per_iter": {"mean": mean, "std": std, "per_seed": times},
+            "last_evaluations": [r["evaluations"][-2:] for r in runs],
+            "flops": count.get("flops"), "params": count.get("params"), "input_shape": count.get("input_shape"),
+        })
+    return out
+
+
+def _pm(stat: dict, digits: int = 2) -> str:
+    if math.isnan(stat["mean"]):
+        return "-"
+    std = "-" if math.isnan(stat["std"]) else f"{stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {std}"
+
+
+def format_markdown(rows: Sequence[dict]) -> str:
+    """A Markdown table, one row per backbone: backbone | config | seeds | AP | AP50 | AP75 |
+    AP of each class (mean ± std over seeds, COCO AP in percent) | s/iter (mean ± std) |
+    backbone+FPN GFLOPs (at the counted input) | params (M, whole detector)."""
+    classes = []
+    for r in rows:
+        classes += [k for k in r["metrics"] if k.startswith("AP-") and k not in classes]
+    cols = ["AP", "AP50", "AP75"] + classes
+    head = ["backbone", "config", "seeds", *cols, "s/iter", "backbone+FPN GFLOPs", "params (M)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["backbone"], f"`{os.path.basename(r['config'])}`", ",".join(map(str, r["seeds"]))]
+        cells += [_pm(r["metrics"][c]) if c in r["metrics"] else "-" for c in cols]
+        cells.append(_pm(r["sec_per_iter"], 3))
+        if r["flops"] is None:
+            cells += ["-", "-"]
+        else:
+            shape = "x".join(str(d) for d in r["input_shape"][2:])
+            cells += [f"{r['flops'] / 1e9:.2f} ({shape})", f"{r['params'] / 1e6:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: Sequence[dict], records: Sequence[dict], output_dir: str,
+                  header: str = "") -> Dict[str, str]:
+    """Write ``results.md`` (``header`` then :func:`format_markdown`) and ``results.json``
+    (``{"backbones": rows, "runs": records}``, NaN as null) into ``output_dir`` (atomically);
+    return their paths by kind ("markdown", "json")."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"markdown": os.path.join(output_dir, "results.md"), "json": os.path.join(output_dir, "results.json")}
+    text = (header.rstrip() + "\n\n" if header else "") + format_markdown(rows)
+    atomic_write(paths["markdown"], lambda f: f.write(text.encode()))
+
+    def clean(x):
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    data = json.dumps(clean({"backbones": list(rows), "runs": list(records)}), indent=2)
+    atomic_write(paths["json"], lambda f: f.write(data.encode()))
+    return paths
