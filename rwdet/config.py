@@ -73,11 +73,15 @@ def add_randwire_config(cfg: CN) -> CN:
         COCO_JSON: list of [name, json_file, image_root] to register as COCO-format datasets.
         SKIP_BAD_IMAGES: False refuses a dataset with unreadable or mis-sized images before
             training; True leaves those images out, with a warning naming each.
+    TEST:
+        FOLD_BN: ``tools/train_net.py --eval-only`` folds every BN into the conv before it
+            (``rwdet.layers.fold_batchnorm``) once the weights are loaded.
     """
     add_randwire_model_config(cfg)
     cfg.DATASETS.BCCD_ROOT = ""
     cfg.DATASETS.COCO_JSON = []
     cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
+    cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     return cfg
 
 

@@ -2,6 +2,7 @@
 running statistics, damage, recomputation, checkpoints; and deploy-mode BN folding."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +11,15 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
 
+from detectron2.modeling import build_model
+
+from rwdet.engine.defaults import load_config
 from rwdet.graphs import generate_graph
 from rwdet.layers import fold_batchnorm
 from rwdet.layers.level import level_norm, level_norm_supported, weighted_sum_relu
 from rwdet.modeling.randwire import RandWire, RandWireClassifier, RandWireStage
 
+TINY_BCCD = str(Path(__file__).resolve().parent / "configs" / "tiny_bccd.yaml")
 GENERATORS = [("WS", {"K": 4, "P": 0.75}), ("ER", {"P": 0.2}), ("BA", {"M": 5})]
 
 
@@ -225,6 +230,12 @@ def test_fold_batchnorm_torchvision_and_detectron2():
     for norm in ("FrozenBN", "BN"):
         cfg.MODEL.RESNETS.NORM = norm
         assert_folds(build_resnet_backbone(cfg, ShapeSpec(channels=3)), x)
+
+
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN"])
+def test_fold_batchnorm_randwire_fpn_detector_backbone(norm):
+    cfg = load_config(TINY_BCCD, ["MODEL.RANDWIRE.NORM", norm, "MODEL.DEVICE", "cpu"])
+    assert_folds(build_model(cfg).backbone, torch.randn(1, 3, 64, 96))
 
 
 def test_fold_batchnorm_refuses_training_mode():

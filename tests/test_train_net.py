@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,12 @@ def test_train_resume_eval(bccd_root, tmp_path):
     saved_cfg = out / "config.yaml"
     assert "GRAPHS:" in saved_cfg.read_text()
     ev = tmp_path / "eval"
-    run(["--config-file", str(saved_cfg), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
-         "DATASETS.TEST", "('bccd_test',)", "OUTPUT_DIR", str(ev)])
+    proc = run(["--config-file", str(saved_cfg), "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                "DATASETS.TEST", "('bccd_test',)", "OUTPUT_DIR", str(ev)])
     results = json.loads((ev / "eval_results.json").read_text())
+    # Deploy mode (TEST.FOLD_BN, on by default): every BN of the detector folded before evaluation.
+    folded = re.search(r"Deploy mode: folded (\d+) BatchNorm layers", proc.stdout + proc.stderr)
+    assert folded and int(folded.group(1)) > 100
     # Weights of other graphs are refused, even where every tensor shape would match.
     proc = run(["--config-file", TINY, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"),
                 "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]", *common], check=False)

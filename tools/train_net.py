@@ -20,6 +20,7 @@ from detectron2.engine import default_argument_parser, launch
 from rwdet.data import prepare_datasets
 from rwdet.engine import AtomicDetectionCheckpointer, Trainer
 from rwdet.engine.defaults import begin_run, commit_run, load_config
+from rwdet.layers import fold_batchnorm
 
 
 def main(args):
@@ -34,6 +35,8 @@ def main(args):
         AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
+        if cfg.TEST.FOLD_BN:  # deploy mode: each BN folded into its conv
+            fold_batchnorm(model.eval())
         commit_run(cfg)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

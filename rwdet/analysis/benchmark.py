@@ -295,13 +295,7 @@ def _freeze_opts(freeze_at: int, norm: str, randwire: bool) -> List[str]:
     opts = ["MODEL.BACKBONE.FREEZE_AT", str(freeze_at)]
     if not randwire:
         return opts + ["MODEL.RESNETS.NORM", norm]
-    from ..engine.defaults import get_rwdet_cfg
-
-    opts += ["MODEL.RANDWIRE.NORM", norm]
-    # RandWire used to read its own MODEL.RANDWIRE.FREEZE_AT; where that key still exists, set it
-    # too, so both generations of the backbone freeze the same stages as R50-FPN.
-    if "FREEZE_AT" in get_rwdet_cfg().MODEL.RANDWIRE:
-        opts += ["MODEL.RANDWIRE.FREEZE_AT", str(freeze_at)]
+    opts += ["MODEL.RANDWIRE.NORM", norm]  # RandWire reads MODEL.BACKBONE.FREEZE_AT as ResNet does
     return opts
 
 

@@ -126,7 +126,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                         fold_conv_bn(getattr(m, conv_name), norm)
                         setattr(m, norm_name, nn.Identity())
                         folded += 1
-    logger.debug("fold_batchnorm: folded %d norms into convs", folded)
+    logger.info("Deploy mode: folded %d BatchNorm layers into the convs before them", folded)
     return module
 
 
