@@ -105,10 +105,11 @@ def test_eval_only_on_a_users_own_coco_json(bccd_root, tmp_path):
     torch.manual_seed(0)
     torch.save({"model": build_model(load_config(TINY)).state_dict()}, weights)  # a freshly initialised detector
     out = tmp_path / "eval"
-    # The README's command: --eval-only MODEL.WEIGHTS ... DATASETS.COCO_JSON ... DATASETS.TEST ...
+    # The README's command: --eval-only MODEL.WEIGHTS ... DATASETS.COCO_JSON ... DATASETS.TEST ...;
+    # DATASETS.TRAIN "()" as there: the training data need not be at hand.
     run(["--config-file", TINY, "--eval-only", "MODEL.WEIGHTS", str(weights),
          "DATASETS.COCO_JSON", f"[['mine', '{json_file}', '{image_root}']]", "DATASETS.TEST", "('mine',)",
-         "OUTPUT_DIR", str(out)])
+         "DATASETS.TRAIN", "()", "OUTPUT_DIR", str(out)])
     bbox = json.loads((out / "eval_results.json").read_text())["mine"]["bbox"]
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-RBC", "AP-WBC", "AP-Platelets"} <= set(bbox)
 
