@@ -38,7 +38,7 @@ def add_randwire_model_config(cfg: CN) -> CN:
     rw.FREEZE_AT = -1  # deprecated alias of MODEL.BACKBONE.FREEZE_AT; -1 = not set (warns otherwise)
     rw.GRAPHS = []
     rw.PRETRAINED_GRAPHS = "check"
-    rw.FORWARD = "level"  # stage forward: "level" (each topological level batched) or "node" (per-node reference)
+    rw.FORWARD = "node"  # stage forward: "node" (one node at a time; faster on CPU-2) or "level" (each topological level batched)
     rw.RECOMPUTE = "none"  # recomputed in backward instead of stored: "none", "depthwise" or "pointwise"
     return cfg
 
@@ -64,8 +64,9 @@ def add_randwire_config(cfg: CN) -> CN:
         PRETRAINED_GRAPHS: what to do when MODEL.WEIGHTS is an rwdet pretraining checkpoint
             whose graphs differ from the config's: "check" refuses it; "adopt" builds the
             model with the checkpoint's graphs.
-        FORWARD: "level" runs each topological level's nodes as one op per kind; "node" runs
-            one node at a time (the reference). Same function, same parameters and checkpoints.
+        FORWARD: "node" runs one node at a time (the reference, and the faster on a 2-core
+            CPU: README, "Speed and memory"); "level" runs each topological level's nodes as one
+            op per kind. Same function, same parameters and checkpoints.
         RECOMPUTE: what the level forward recomputes in backward instead of storing: "none",
             "depthwise" (weighted sums, ReLU, depthwise conv) or "pointwise" (also the 1x1 conv).
     DATASETS:
