@@ -5,8 +5,8 @@
     python tools/benchmark.py --threads 2 --json output/benchmark.json
     # detector pairs only, 7 rounds
     python tools/benchmark.py --pairs det_trainable det_frozen --rounds 7
-    # "before" figures: no BN folding for inference, RandWire's per-node stage forward
-    python tools/benchmark.py --no-deploy --rw-opts MODEL.RANDWIRE.FORWARD node
+    # no BN folding for inference; RandWire with its level-batched stage forward
+    python tools/benchmark.py --no-deploy --rw-opts MODEL.RANDWIRE.FORWARD level
     # quick check
     python tools/benchmark.py --device cpu --size 64 --det-size 64x96 --batch 2 --warmup 0 --iters 1 --rounds 2
 
