@@ -50,7 +50,9 @@ def remove_stale_temporaries(folder: str) -> List[str]:
 
 def atomic_write(path: str, write) -> None:
     """Write a file atomically: ``write(f)`` on a binary temporary file in the same folder,
-    fsync, then ``os.replace`` over ``path`` (a crash leaves the old file or none, never half)."""
+    fsync, then ``os.replace`` over ``path`` (a crash leaves the old file or none, never half).
+    The folder is created if missing (a trainer used without ``commit_run``)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
