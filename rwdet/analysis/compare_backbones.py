@@ -222,8 +222,8 @@ def run_comparison(
 
     Returns:
         records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
-        "evaluations", "seconds"}``; seconds is the wall time of training and evaluation
-        (None when reused from an earlier invocation).
+        "evaluations", "seconds"}``; seconds is the wall time of training and evaluation, as
+        recorded by the invocation that trained the run (None for a record without it).
 
     Raises:
         ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
@@ -266,6 +266,7 @@ def run_comparison(
                         f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
                         f"{done.get('opts')}); use another --output-dir or remove that folder"
                     )
+                seconds = done.get("seconds")
                 logger.info("Reusing %s seed %d (%s)", label, seed, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
