@@ -20,10 +20,7 @@ import json
 import os
 import sys
 
-# Runnable from a checkout without installing rwdet.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rwdet.analysis.common import add_source_arguments, check_source_arguments  # noqa: E402
+from rwdet.analysis.common import add_source_arguments, check_source_arguments
 
 
 def parse_args(argv=None):
@@ -49,7 +46,7 @@ def main(argv=None):
     args = parse_args(argv)
     specs = load_stage_specs(args)
     from rwdet.analysis.stats import format_statistics, graph_statistics
-    from rwdet.engine.checkpoint import atomic_write
+    from rwdet.utils.io import atomic_write
 
     print(f"Graphs of {args.config_file or args.checkpoint}:")
     print(format_statistics(specs))
