@@ -27,6 +27,7 @@ def regime_of(num_graphs: int) -> Optional[str]:
     4 is "regular"), e.g. for the graphs read from a checkpoint; None for any other count."""
     return next((name for name, stages in REGIMES.items() if len(stages) == num_graphs), None)
 
+
 logger = logging.getLogger(__name__)
 
 #: Environment variable that opts in to running a MODEL.DEVICE "cuda" config on the CPU.

@@ -233,7 +233,7 @@ def run_comparison(
         FileNotFoundError: a missing config file.
         RuntimeError: a training run failed (the message shows the end of its log).
     """
-
+    if not config_files:
         raise ValueError("no configs given; e.g. configs/bccd/faster_rcnn_randwire_ws_small_bccd.yaml "
                          "configs/bccd/faster_rcnn_R_18_FPN_bccd.yaml")
     if not seeds:
