@@ -37,7 +37,13 @@ def test_is_randwire_decides_for_both_kinds_of_config():
 
 
 class _Owner:
-    """Stands for a trainer (the checkpointer holds a weak proxy to it)."""
+    """Stands for a trainer (the checkpointer holds a weak proxy to it and saves its state)."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 
 
 def test_checkpointer_records_graphs_only_for_randwire(tmp_path):
