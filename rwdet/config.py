@@ -3,85 +3,116 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import torch
 from detectron2.config import CfgNode as CN
 
 from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 
 __all__ = [
-    "REGIMES", "add_randwire_config", "add_randwire_model_config", "backbone_freeze_at",
+    "REGIMES", "add_randwire_config", "add_randwire_model_config", "backbone_freeze_at", "is_randwire", "regime_of",
     "randwire_graph_specs", "randwire_stage_specs", "freeze_graph_specs",
+    "CPU_FALLBACK_ENV", "default_device", "merge_config",
 ]
 
 #: Regime name -> the stages that are random graphs (paper table 1).
 REGIMES = {"small": ("res3", "res4", "res5"), "regular": ("res2", "res3", "res4", "res5")}
 
+
+def regime_of(num_graphs: int) -> Optional[str]:
+    """The regime whose body has ``num_graphs`` random stages (:data:`REGIMES`: 3 is "small",
+    4 is "regular"), e.g. for the graphs read from a checkpoint; None for any other count."""
+    return next((name for name, stages in REGIMES.items() if len(stages) == num_graphs), None)
+
+
 logger = logging.getLogger(__name__)
+
+#: Environment variable that opts in to running a MODEL.DEVICE "cuda" config on the CPU.
+CPU_FALLBACK_ENV = "RWDET_CPU_FALLBACK"
+
+
+def default_device() -> str:
+    """rwdet's default MODEL.DEVICE: ``"cuda"`` where CUDA is available, else ``"cpu"``.
+
+    Detectron2's default is always "cuda"; rwdet's lets configs that name no device run on
+    either machine. A config that names "cuda" still fails without CUDA (:func:`merge_config`).
+    """
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def merge_config(cfg: CN, config_file: str, opts: Sequence[str] = ()) -> CN:
+    """Merge ``config_file`` then ``KEY VALUE`` overrides into ``cfg`` (in place; returned).
+
+    MODEL.DEVICE "cuda" (or "cuda:N") where CUDA is not available is an error, as in
+    Detectron2, unless the environment variable ``RWDET_CPU_FALLBACK=1`` opts in to running on
+    the CPU instead (then with a warning).
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ValueError: an odd number of overrides, or a ``--flag`` among them (the message says
+            that flags go before the overrides).
+        RuntimeError: MODEL.DEVICE names CUDA on a machine without it (and no opt-in).
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
+    if flags:  # argparse puts flags given after the first KEY into the overrides
+        raise ValueError(
+            f"{flags[0]} was given among the KEY VALUE overrides {list(opts)}: command-line flags "
+            f"go before them, e.g. --config-file CONFIG {flags[0]} KEY VALUE ..."
+        )
+    if len(opts) % 2:
+        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        if os.environ.get(CPU_FALLBACK_ENV) != "1":
+            raise RuntimeError(
+                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} (from {config_file} or the overrides) but CUDA is not "
+                f"available on this machine (torch.cuda.is_available() is False). Run on the CPU with "
+                f"MODEL.DEVICE cpu, or set {CPU_FALLBACK_ENV}=1 to let a cuda config fall back to the CPU"
+            )
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU (%s=1)",
+                       cfg.MODEL.DEVICE, CPU_FALLBACK_ENV)
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
 
 
 def add_randwire_model_config(cfg: CN) -> CN:
-    """Add the MODEL.RANDWIRE keys (see :func:`add_randwire_config`) to ``cfg``; return it."""
+    """Add the MODEL.RANDWIRE keys that build a RandWire body (detection and classification) to
+    ``cfg`` (in place) and return it. Each key is described on its line (the paper: Xie et al.,
+    ICCV 2019, sec. 3.3 graph models, table 1 regimes)."""
     cfg.MODEL.RANDWIRE = CN()
     rw = cfg.MODEL.RANDWIRE
-    rw.GRAPH_MODEL = "WS"
-    rw.P = 0.75
-    rw.K = 4
-    rw.M = 5
-    rw.SEEDS = [1, 2, 3, 4]
-    rw.NODES = 32
-    rw.CHANNELS = 109
-    rw.REGIME = "regular"
-    rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    rw.NORM = "BN"
+    rw.GRAPH_MODEL = "WS"  # random graph generator: "ER", "BA" or "WS" (paper sec. 3.3)
+    rw.P = 0.75  # ER: edge probability; WS: rewiring probability
+    rw.K = 4  # WS: each node joined to its K nearest ring neighbours (K even)
+    rw.M = 5  # BA: edges added with each new node
+    rw.SEEDS = [1, 2, 3, 4]  # one graph seed per random stage: 4 regular (res2..res5), 3 small (res3..res5)
+    rw.NODES = 32  # N, nodes per random stage (the regular regime's res2 has N/2, as in the paper)
+    rw.CHANNELS = 109  # C, the base width (paper: 78 small; 109 or 154 regular)
+    rw.REGIME = "regular"  # "small" or "regular" (paper table 1): which stages are random graphs
+    rw.NORM = "BN"  # "BN", "SyncBN", "FrozenBN", "GN" (Detectron2's get_norm) or "" (none)
     rw.FREEZE_AT = -1  # deprecated alias of MODEL.BACKBONE.FREEZE_AT; -1 = not set (warns otherwise)
-    rw.GRAPHS = []
-    rw.PRETRAINED_GRAPHS = "check"
+    rw.GRAPHS = []  # JSON graph specs that rebuild a trained model exactly; filled by freeze_graph_specs into config.yaml
     rw.FORWARD = "node"  # stage forward: "node" (one node at a time; faster on CPU-2) or "level" (each topological level batched)
     rw.RECOMPUTE = "none"  # recomputed in backward instead of stored: "none", "depthwise" or "pointwise"
     return cfg
 
 
 def add_randwire_config(cfg: CN) -> CN:
-    """Add rwdet's keys to a Detectron2 config (in place) and return it.
-
-    MODEL.RANDWIRE:
-        GRAPH_MODEL: "ER", "BA" or "WS" (paper sec. 3.3).
-        P, K, M: the graph model's parameters (ER uses P; BA uses M; WS uses K and P).
-        SEEDS: one integer seed per random stage (4 in the regular regime for res2..res5,
-            3 in the small regime for res3..res5).
-        NODES: N, nodes per stage (the regular regime's res2 has N/2, as in the paper).
-        CHANNELS: C, the base width (78 small; 109 or 154 regular in the paper).
-        REGIME: "small" or "regular" (paper table 1).
-        OUT_FEATURES: stages returned by the backbone, from stem, res2..res5.
-        NORM: "BN", "SyncBN", "FrozenBN", "GN" (through Detectron2's ``get_norm``) or "".
-        FREEZE_AT: deprecated alias of ``MODEL.BACKBONE.FREEZE_AT`` (Detectron2's key, which
-            drives RandWire's freezing as it drives ResNet's); -1 (default) = not set. Any
-            other value still applies but warns (see :func:`backbone_freeze_at`).
-        GRAPHS: JSON graph specs (one per random stage) that rebuild a trained model exactly;
-            filled in by :func:`freeze_graph_specs` and saved with the run's config.yaml.
-        PRETRAINED_GRAPHS: what to do when MODEL.WEIGHTS is an rwdet pretraining checkpoint
-            whose graphs differ from the config's: "check" refuses it; "adopt" builds the
-            model with the checkpoint's graphs.
-        FORWARD: "node" runs one node at a time (the reference, and the faster on a 2-core
-            CPU: README, "Speed and memory"); "level" runs each topological level's nodes as one
-            op per kind. Same function, same parameters and checkpoints.
-        RECOMPUTE: what the level forward recomputes in backward instead of storing: "none",
-            "depthwise" (weighted sums, ReLU, depthwise conv) or "pointwise" (also the 1x1 conv).
-    DATASETS:
-        BCCD_ROOT: root of the BCCD dataset (PASCAL VOC layout); "" registers nothing.
-        COCO_JSON: list of [name, json_file, image_root] to register as COCO-format datasets.
-        SKIP_BAD_IMAGES: False refuses a dataset with unreadable or mis-sized images before
-            training; True leaves those images out, with a warning naming each.
-    TEST:
-        FOLD_BN: ``tools/train_net.py --eval-only`` folds every BN into the conv before it
-            (``rwdet.layers.fold_batchnorm``) once the weights are loaded.
+    """Add rwdet's detection keys to a Detectron2 config (in place) and return it: the
+    MODEL.RANDWIRE body keys (:func:`add_randwire_model_config`), the detector's own RandWire
+    keys and TEST.FOLD_BN; each key is described on its line. The dataset keys (DATASETS.*)
+    are ``rwdet.data``'s (``rwdet.data.add_dataset_config``).
     """
     add_randwire_model_config(cfg)
-    cfg.DATASETS.BCCD_ROOT = ""
-    cfg.DATASETS.COCO_JSON = []
-    cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
+    rw = cfg.MODEL.RANDWIRE
+    rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages the backbone returns, from stem, res2..res5
+    rw.PRETRAINED_GRAPHS = "check"  # MODEL.WEIGHTS from pretraining with other graphs: "check" refuses it, "adopt" builds with its graphs
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     return cfg
 
@@ -187,6 +218,19 @@ def randwire_graph_specs(cfg: CN) -> List[GraphSpec]:
                 "using the saved edges.", i, s.describe()
             )
     return saved
+
+
+def is_randwire(cfg: CN) -> bool:
+    """Whether ``cfg`` builds a RandWire network: the one test rwdet's trainers and tools use.
+
+    A classification config (it has ``MODEL.ARCH``, ``rwdet.classification.config``) builds one
+    when ``MODEL.ARCH`` is "randwire"; a detection config when its ``MODEL.BACKBONE.NAME`` is a
+    RandWire builder (``build_randwire_backbone``, ``build_randwire_fpn_backbone``) and it has
+    the ``MODEL.RANDWIRE`` keys. Only such configs have graphs (:func:`randwire_graph_specs`).
+    """
+    if "ARCH" in cfg.MODEL:
+        return cfg.MODEL.ARCH == "randwire"
+    return "RANDWIRE" in cfg.MODEL and "randwire" in cfg.MODEL.BACKBONE.NAME
 
 
 def randwire_stage_specs(cfg: CN) -> List[Tuple[str, GraphSpec]]:

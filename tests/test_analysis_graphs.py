@@ -1,4 +1,4 @@
-"""Graph statistics and pictures (rwdet.analysis.stats / draw, tools/graph_stats.py, tools/draw_graphs.py).
+"""Graph statistics and pictures (rwdet.graphs.stats, rwdet.analysis.draw, tools/graph_stats.py, tools/draw_graphs.py).
 
 Statistics are checked against networkx computed directly on the same graphs, plus one graph
 with hand-computed values; the tools run as subprocesses on the tiny test config (N=8) and on
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from rwdet.analysis.draw import draw_stage, draw_stages, stage_layers
-from rwdet.analysis.stats import format_statistics, graph_statistics
+from rwdet.graphs.stats import format_statistics, graph_statistics
 from rwdet.graphs import GraphSpec, generate_graph
 
 REPO = Path(__file__).resolve().parents[1]

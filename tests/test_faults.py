@@ -26,9 +26,10 @@ from detectron2.engine import HookBase
 
 from conftest import copy_mini_voc
 from rwdet.classification.data import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST
+from rwdet.config import merge_config
 from rwdet.data import prepare_datasets
-from rwdet.engine.checkpoint import AtomicDetectionCheckpointer, CheckpointReadError
-from rwdet.engine.defaults import load_config, merge_config, get_rwdet_cfg
+from rwdet.engine.checkpoint import AtomicCheckpointer, CheckpointReadError
+from rwdet.engine.defaults import load_config, get_rwdet_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DET = str(REPO / "tests" / "configs" / "tiny_bccd.yaml")
@@ -228,7 +229,7 @@ def test_non_checkpoint_weights_named(tiny_detector, tmp_path, content):
     bad = tmp_path / "weights.pth"
     bad.write_bytes(content)
     with pytest.raises(CheckpointReadError, match="is not a readable checkpoint") as e:
-        AtomicDetectionCheckpointer(tiny_detector).load(str(bad))
+        AtomicCheckpointer(tiny_detector).load(str(bad))
     assert str(bad) in str(e.value)
 
 
@@ -252,7 +253,7 @@ def test_unreadable_idx_file_named(tmp_path):
 
 def test_full_disk_keeps_the_previous_checkpoint(tiny_detector, tmp_path, monkeypatch):
     """A simulated ENOSPC on write (no tmpfs mount: tests run unprivileged)."""
-    ckpt = AtomicDetectionCheckpointer(tiny_detector, str(tmp_path))
+    ckpt = AtomicCheckpointer(tiny_detector, str(tmp_path))
     ckpt.save("model_final")
     before = folder_hash(tmp_path)
 

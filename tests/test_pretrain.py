@@ -15,9 +15,8 @@ from detectron2.modeling import build_model
 from rwdet.classification.config import load_cls_config
 from rwdet.classification.data import DEFAULT_FASHION_MNIST_ROOT
 from rwdet.classification.trainer import ClassificationTrainer
-from rwdet.engine import AtomicDetectionCheckpointer
+from rwdet.engine import AtomicCheckpointer
 from rwdet.engine.defaults import load_config
-from rwdet.engine.transfer import classifier_to_detector_state
 
 REPO = Path(__file__).resolve().parents[1]
 CLS = str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml")
@@ -93,8 +92,7 @@ def test_checkpoint_loads_into_detector(trained):
     ckpt = str(out / "model_final.pth")
     cfg = load_config(DET, ["MODEL.WEIGHTS", ckpt])
     model = build_model(cfg)
-    AtomicDetectionCheckpointer(model).load(ckpt, checkpointables=[])
-    report = classifier_to_detector_state.last_report
+    report = AtomicCheckpointer(model).load(ckpt, checkpointables=[])["transfer_report"]
     bottom_up = [k for k in model.state_dict() if k.startswith("backbone.bottom_up.")]
     assert report["missing"] == [] and report["unexpected"] == []
     assert sorted(report["matched"]) == sorted(bottom_up)
@@ -108,13 +106,12 @@ def test_graph_mismatch_refused_unless_adopted(trained):
     cfg = load_config(DET, ["MODEL.WEIGHTS", ckpt, "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]"])
     model = build_model(cfg)
     with pytest.raises(ValueError, match="pretrained with graphs.*PRETRAINED_GRAPHS adopt"):
-        AtomicDetectionCheckpointer(model).load(ckpt, checkpointables=[])
+        AtomicCheckpointer(model).load(ckpt, checkpointables=[])
     cfg = load_config(DET, ["MODEL.WEIGHTS", ckpt, "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]",
                             "MODEL.RANDWIRE.PRETRAINED_GRAPHS", "adopt"])
     assert list(cfg.MODEL.RANDWIRE.SEEDS) == [1, 2, 3]
     model = build_model(cfg)
-    AtomicDetectionCheckpointer(model).load(ckpt, checkpointables=[])
-    assert classifier_to_detector_state.last_report["missing"] == []
+    assert AtomicCheckpointer(model).load(ckpt, checkpointables=[])["transfer_report"]["missing"] == []
 
 
 def test_two_process_gloo_run(tmp_path):
@@ -157,8 +154,7 @@ def test_channels_last_trains_the_same_model(tmp_path):
     # Its checkpoint is an ordinary one: it loads into the (contiguous) detector, every key matched.
     ckpt = str(tmp_path / "nhwc" / "model_final.pth")
     model = build_model(load_config(DET, ["MODEL.WEIGHTS", ckpt]))
-    AtomicDetectionCheckpointer(model).load(ckpt, checkpointables=[])
-    assert classifier_to_detector_state.last_report["missing"] == []
+    assert AtomicCheckpointer(model).load(ckpt, checkpointables=[])["transfer_report"]["missing"] == []
     for k, v in b.items():
         if k.startswith("body."):
             assert torch.equal(model.state_dict()["backbone.bottom_up." + k[len("body."):]], v), k

@@ -123,22 +123,23 @@ def test_eval_only_on_a_users_own_coco_json(bccd_root, tmp_path):
 def test_cuda_device_without_cuda_fails_clearly_unless_opted_in(monkeypatch, caplog, tmp_path):
     import logging
 
+    from rwdet import config
     from rwdet.engine import defaults
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.delenv(defaults.CPU_FALLBACK_ENV, raising=False)
+    monkeypatch.delenv(config.CPU_FALLBACK_ENV, raising=False)
     assert defaults.get_rwdet_cfg().MODEL.DEVICE == "cpu"  # a config that names no device runs on the CPU
     with pytest.raises(RuntimeError, match=r"MODEL.DEVICE='cuda'.*CUDA is not available.*RWDET_CPU_FALLBACK=1"):
-        defaults.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda"])
-    monkeypatch.setenv(defaults.CPU_FALLBACK_ENV, "1")
+        config.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda"])
+    monkeypatch.setenv(config.CPU_FALLBACK_ENV, "1")
     with caplog.at_level(logging.WARNING):
-        cfg = defaults.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda:1"])
+        cfg = config.merge_config(defaults.get_rwdet_cfg(), TINY, ["MODEL.DEVICE", "cuda:1"])
     assert cfg.MODEL.DEVICE == "cpu" and "RWDET_CPU_FALLBACK=1" in caplog.text
     # The classification trainer's config obeys the same rule.
     from rwdet.classification.config import get_cls_cfg
 
-    monkeypatch.delenv(defaults.CPU_FALLBACK_ENV)
+    monkeypatch.delenv(config.CPU_FALLBACK_ENV)
     assert get_cls_cfg().MODEL.DEVICE == "cpu"
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        defaults.merge_config(get_cls_cfg(), str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
-                              ["MODEL.DEVICE", "cuda"])
+        config.merge_config(get_cls_cfg(), str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
+                            ["MODEL.DEVICE", "cuda"])

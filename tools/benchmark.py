@@ -36,14 +36,10 @@ at 800x1067, 5 warm-up + 20 timed steps.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import warnings
 from typing import List, Optional
-
-# Runnable from a checkout without installing rwdet.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,11 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from rwdet.classification.config import load_cls_config  # noqa: E402
-from rwdet.classification.model import build_classifier  # noqa: E402
-from rwdet.modeling import DepthwiseConv3x3  # noqa: E402
+from rwdet.classification.config import load_cls_config
+from rwdet.classification.model import build_classifier
+from rwdet.modeling import DepthwiseConv3x3
 
 DEFAULT_CONFIG = "configs/fashion_mnist/randwire_ws_small_64px.yaml"
 DEFAULT_SHAPES = "78x8s1,156x4s1,312x4s2,312x2s1,312x1s1,156x2s1"

@@ -19,8 +19,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def parse_args(argv=None):
     """Parse and check the arguments; exit 2 naming a missing config or odd overrides."""
@@ -40,14 +38,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Run (or reuse) every run, count FLOPs, write results.md/json and print the table; returns 0."""
-    from detectron2.utils.logger import setup_logger
-
+    from rwdet.analysis.common import setup_output_dir
     from rwdet.analysis.compare_backbones import count_flops, run_comparison, summarize, write_results
     from rwdet.analysis.flops import machine_description
 
     args = parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
-    setup_logger(os.path.join(args.output_dir, "log.txt"), name="rwdet")
+    setup_output_dir(args.output_dir)
     start = time.perf_counter()
     records = run_comparison(args.configs, args.seeds, args.output_dir, args.opts)
     rows = summarize(records, count_flops(args.configs, args.opts))

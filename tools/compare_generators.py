@@ -23,9 +23,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rwdet.analysis.compare import parse_setting, run_comparison, write_results  # noqa: E402
+from rwdet.analysis.common import setup_output_dir
+from rwdet.analysis.compare import parse_setting, run_comparison, write_results
 
 
 def parse_args(argv=None):
@@ -50,12 +49,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from detectron2.utils.logger import setup_logger
-
     args = parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
-    setup_logger(os.path.join(args.output_dir, "log.txt"), name="rwdet")
-    setup_logger(os.path.join(args.output_dir, "log.txt"), name="detectron2")
+    setup_output_dir(args.output_dir)
     start = time.perf_counter()
     records = run_comparison(args.config_file, args.settings, args.seeds, args.output_dir, args.opts)
     title = f"{os.path.basename(args.config_file)}, seeds {' '.join(map(str, args.seeds))}"

@@ -18,8 +18,6 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def get_parser():
     """The demo's argparse parser (Detectron2's demo options, train_net's trailing overrides)."""
@@ -65,9 +63,8 @@ def setup_cfg(args):
 
 def main(argv=None):
     """Check the arguments (exit 2 with a message on bad ones), then draw every input; returns 0."""
+    from rwdet.engine.demo import expand_inputs, run_demo  # first: rwdet's warning filter precedes detectron2
     from detectron2.utils.logger import setup_logger
-
-    from rwdet.engine.demo import expand_inputs, run_demo
 
     parser = get_parser()
     args = split_overrides(parser.parse_args(argv))

@@ -15,10 +15,7 @@ import argparse
 import os
 import sys
 
-# Runnable from a checkout without installing rwdet.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rwdet.analysis.common import add_source_arguments, check_source_arguments  # noqa: E402
+from rwdet.analysis.common import add_source_arguments, check_source_arguments
 
 
 def parse_args(argv=None):

@@ -24,9 +24,6 @@ import time
 import warnings
 from typing import List, Optional
 
-# Runnable from a checkout without installing rwdet.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

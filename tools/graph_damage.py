@@ -26,12 +26,10 @@ import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from rwdet.analysis.common import load_any_config  # noqa: E402
-from rwdet.analysis.damage import (  # noqa: E402
+from rwdet.analysis.common import load_any_config
+from rwdet.analysis.damage import (
     DAMAGE_KINDS, damage_targets, find_stages, plot_damage, read_damage_csv, run_damage_sweep,
     write_damage_csv,
 )
@@ -70,17 +68,18 @@ def parse_args(argv=None):
 
 
 def classification_evaluator(cfg, weights, max_images):
-    """(model, evaluate): the trained classifier and a function giving its top-1 (%) on the
-    first ``max_images`` test images, preprocessed once and kept in memory."""
+    """(model, evaluate, metric): the trained classifier, a function giving its top-1 (%) on the
+    first ``max_images`` test images (preprocessed once and kept in memory), and the metric's
+    name, ``"top1"``."""
     from torch.utils.data import DataLoader, Subset
 
     from rwdet.classification.model import build_classifier
     from rwdet.classification.trainer import build_dataset, evaluate_classifier
-    from rwdet.engine.checkpoint import AtomicDetectionCheckpointer
+    from rwdet.engine.checkpoint import AtomicCheckpointer
 
     device = torch.device(cfg.MODEL.DEVICE)
     net = build_classifier(cfg).to(device).eval()
-    AtomicDetectionCheckpointer(net).load(weights, checkpointables=[])
+    AtomicCheckpointer(net).load(weights, checkpointables=[])
     test_set = build_dataset(cfg, is_train=False)
     if max_images:
         test_set = Subset(test_set, range(min(max_images, len(test_set))))
@@ -93,15 +92,16 @@ def classification_evaluator(cfg, weights, max_images):
 
 
 def detection_evaluator(cfg, weights):
-    """(model, evaluate): the trained detector and a function giving its box AP on the first
-    test dataset (Detectron2's COCOEvaluator through rwdet's Trainer)."""
+    """(model, evaluate, metric): the trained detector, a function giving its box AP on the
+    first test dataset (Detectron2's COCOEvaluator through rwdet's Trainer), and the metric's
+    name, ``"AP"``."""
     from rwdet.data import register_datasets_from_config
-    from rwdet.engine.checkpoint import AtomicDetectionCheckpointer
+    from rwdet.engine.checkpoint import AtomicCheckpointer
     from rwdet.engine.trainer import Trainer
 
     register_datasets_from_config(cfg)
     model = Trainer.build_model(cfg).eval()
-    AtomicDetectionCheckpointer(model).load(weights, checkpointables=[])
+    AtomicCheckpointer(model).load(weights, checkpointables=[])
 
     def evaluate(m):
         results = Trainer.test(cfg, m)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Print the structure statistics of every random stage's graph (rwdet.analysis.stats).
+"""Print the structure statistics of every random stage's graph (rwdet.graphs.stats).
 
     python tools/graph_stats.py --config-file configs/fashion_mnist/randwire_ws_small.yaml
     python tools/graph_stats.py --config-file configs/faster_rcnn_randwire_er.yaml MODEL.RANDWIRE.P 0.1
@@ -20,10 +20,7 @@ import json
 import os
 import sys
 
-# Runnable from a checkout without installing rwdet.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rwdet.analysis.common import add_source_arguments, check_source_arguments  # noqa: E402
+from rwdet.analysis.common import add_source_arguments, check_source_arguments
 
 
 def parse_args(argv=None):
@@ -48,8 +45,8 @@ def load_stage_specs(args):
 def main(argv=None):
     args = parse_args(argv)
     specs = load_stage_specs(args)
-    from rwdet.analysis.stats import format_statistics, graph_statistics
-    from rwdet.engine.checkpoint import atomic_write
+    from rwdet.graphs.stats import format_statistics, graph_statistics
+    from rwdet.utils.io import atomic_write
 
     print(f"Graphs of {args.config_file or args.checkpoint}:")
     print(format_statistics(specs))

@@ -15,6 +15,7 @@ into the detector through MODEL.WEIGHTS of a detection config.
 
 import logging
 
+import rwdet  # noqa: F401  (first: its warning filter must be in place before detectron2 is imported)
 from detectron2.engine import default_argument_parser, launch
 
 from rwdet.classification.config import load_cls_config
@@ -26,11 +27,12 @@ def main(args):
     """Validate the run (config, data, model build, checkpoint), then write to OUTPUT_DIR and
     train or evaluate. A refused run writes nothing."""
     cfg = begin_run(load_cls_config(args.config_file, args.opts), args)
+    logging.getLogger("rwdet").info("Command line: %s", args)  # after begin_run: a handler now exists
     trainer = ClassificationTrainer(cfg)
     if args.eval_only:
         trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
         commit_run(cfg)
-        return trainer.test()
+        return trainer.test(trainer.cfg, trainer.model)
     trainer.resume_or_load(resume=args.resume)
     commit_run(cfg)
     return trainer.train()
@@ -38,7 +40,6 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
-    logging.getLogger("rwdet").info("Command line: %s", args)
     return launch(
         main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
         dist_url=args.dist_url, args=(args,),

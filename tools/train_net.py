@@ -15,10 +15,11 @@ datasets (on disk, image headers, boxes, classes), the model build and the check
 
 import logging
 
+import rwdet  # noqa: F401  (first: its warning filter must be in place before detectron2 is imported)
 from detectron2.engine import default_argument_parser, launch
 
 from rwdet.data import prepare_datasets
-from rwdet.engine import AtomicDetectionCheckpointer, Trainer
+from rwdet.engine import AtomicCheckpointer, Trainer
 from rwdet.engine.defaults import begin_run, commit_run, load_config
 from rwdet.layers import fold_batchnorm
 
@@ -32,7 +33,7 @@ def main(args):
     logger = logging.getLogger("rwdet")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         if cfg.TEST.FOLD_BN:  # deploy mode: each BN folded into its conv

@@ -83,8 +83,29 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+import torchvision
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from PIL import Image
 from torch import nn
+
+# Everything either kind of model needs is imported here, before a worker reads its baseline
+# RSS, so both sides of a pair start from the same libraries.
+from ..classification.config import load_cls_config
+from ..classification.model import build_classifier
+from ..config import randwire_graph_specs
+from ..data.datasets import BCCD_CLASSES, load_voc_instances
+from ..engine.defaults import load_config
+from ..graphs import format_setting
+from ..layers import fold_batchnorm
+from ..utils.io import atomic_write
+from .flops import count_model, machine_description
 
 __all__ = [
     "PAIR_FAMILIES",
@@ -430,8 +451,6 @@ def saved_activation_bytes(fn: Callable[[], Any], exclude: Iterable[torch.Tensor
 def count_norm_layers(model: nn.Module) -> int:
     """Number of BatchNorm layers in ``model`` (torch's ``_BatchNorm`` and Detectron2's
     ``FrozenBatchNorm2d``): what :func:`rwdet.layers.fold_batchnorm` removes."""
-    from detectron2.layers import FrozenBatchNorm2d
-
     return sum(isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
 
 
@@ -461,9 +480,6 @@ def _max_rss_mib() -> float:
 
 def _randwire_label(cfg, what: str) -> str:
     """E.g. ``RandWire-WS(4, 0.75) regular C=109 N=32 classifier``."""
-    from ..config import randwire_graph_specs
-    from ..graphs import format_setting
-
     rw = cfg.MODEL.RANDWIRE
     spec = randwire_graph_specs(cfg)[-1]
     return f"RandWire-{format_setting(spec.model, spec.params)} {rw.REGIME} C={rw.CHANNELS} N={spec.num_nodes} {what}"
@@ -478,29 +494,16 @@ def _build_model(side: SideSpec, device: str) -> Tuple[nn.Module, Any, str]:
     opts = ["MODEL.DEVICE", device, *side.opts]
     config = os.path.join(REPO_ROOT, side.config)  # side.config itself when absolute
     if side.model in ("randwire_cls", "resnet50_cls"):
-        from ..classification.config import load_cls_config
-        from ..classification.model import build_classifier
-
         cfg = load_cls_config(config, opts)
         label = _randwire_label(cfg, "classifier") if side.model == "randwire_cls" else "torchvision ResNet-50"
         return build_classifier(cfg).to(device), cfg, label
     if side.model == "mobilenet_v2_cls":
-        import torchvision
-
         model = torchvision.models.mobilenet_v2(weights=None, num_classes=NUM_IMAGENET_CLASSES)
         return model.to(device), None, "torchvision MobileNetV2"
-    from detectron2.modeling import build_model
-
     if side.model == "randwire_det":
-        from .. import modeling  # noqa: F401  (registers the RandWire backbones)
-        from ..engine.defaults import load_config
-
         cfg = load_config(config, opts)
         label = f"Faster R-CNN {_randwire_label(cfg, 'FPN')}"
     elif side.model == "r50fpn_det":
-        from detectron2 import model_zoo
-        from detectron2.config import get_cfg
-
         cfg = get_cfg()
         cfg.merge_from_file(model_zoo.get_config_file(side.config))
         cfg.merge_from_list(["MODEL.WEIGHTS", "", *opts])
@@ -557,11 +560,6 @@ def _bccd_detection_images(root: str, batch: int, size: Tuple[int, int]) -> List
     Raises:
         RuntimeError: no train images under ``root``.
     """
-    import numpy as np
-    from PIL import Image
-
-    from ..data.datasets import BCCD_CLASSES, load_voc_instances
-
     records = load_voc_instances(root, "train", BCCD_CLASSES)
     if not records:
         raise RuntimeError(f"no BCCD train images under {root!r}")
@@ -588,8 +586,6 @@ def _detection_inputs(images: Sequence[Tuple[torch.Tensor, ...]], cfg, device: s
     ``with_gt``, each dict has ``instances`` with ``gt_boxes`` and ``gt_classes`` (class ids
     modulo the model's number of classes).
     """
-    from detectron2.structures import Boxes, Instances
-
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     inputs = []
     for image, boxes, classes in images:
@@ -662,8 +658,6 @@ class ModelBench:
     def _storage(self):
         """Detectron2's ``EventStorage`` for a detector (its losses log into one), else a null context."""
         if self.side.kind == "det":
-            from detectron2.utils.events import EventStorage
-
             return EventStorage(0)
         return contextlib.nullcontext()
 
@@ -742,8 +736,6 @@ class ModelBench:
             saved = saved_activation_bytes(self.loss, exclude=exclude)
         flops = None
         if self.setup.flops:
-            from .flops import count_model
-
             if self.side.kind == "cls":
                 flops, _ = count_model(model, self.x[:1])
             else:
@@ -771,8 +763,6 @@ class ModelBench:
             self.model.eval()
             before = count_norm_layers(self.model)
             if self.setup.deploy:
-                from ..layers import fold_batchnorm
-
                 self.model = fold_batchnorm(self.model)
             self.deployed = {"norm_layers_before": before, "norm_layers_after": count_norm_layers(self.model)}
         return self.deployed
@@ -821,13 +811,6 @@ def _worker_main(payload: str) -> int:
                         tuple(SideSpec(**{**d, "opts": tuple(d["opts"])}) for d in p["sides"]))
         s = spec["setup"]
         setup = BenchmarkSetup(**{**s, **{k: tuple(s[k]) for k in ("batches", "det_size", "rw_opts", "r50_opts")}})
-        # Import what either kind of model needs before the baseline RSS is read, so both sides
-        # of a pair start from the same libraries.
-        import detectron2.modeling  # noqa: F401
-        import torchvision  # noqa: F401
-
-        from .. import classification, modeling  # noqa: F401
-
         bench = ModelBench(side, pair, setup)
         device_name = (torch.cuda.get_device_name(torch.device(setup.device)) if setup.device.startswith("cuda")
                        else f"CPU, {os.cpu_count()} logical cores")
@@ -993,8 +976,6 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
     Raises:
         ValueError: an unknown pair name.
     """
-    from .flops import machine_description
-
     chosen = select_pairs(pairs, setup)
     result: Dict[str, Any] = {
         "setup": {**asdict(setup), "torch": torch.__version__, "machine": machine_description(),
@@ -1101,8 +1082,6 @@ def markdown_report(result: Dict[str, Any]) -> str:
 
 def write_json(result: Dict[str, Any], path: str) -> None:
     """Write :func:`run_benchmark`'s result to ``path`` as indented JSON, atomically (folders created)."""
-    from ..engine.checkpoint import atomic_write
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = json.dumps(result, indent=2).encode("utf-8")
     atomic_write(path, lambda f: f.write(data))

@@ -6,16 +6,24 @@ A classification config (``tools/pretrain_net.py``) sets ``MODEL.ARCH``; a detec
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import List, Optional, Sequence, Tuple
 
 import yaml
 from detectron2.config import CfgNode
+from detectron2.utils.logger import setup_logger
 
-from ..config import REGIMES, randwire_stage_specs
+from ..classification.config import load_cls_config
+from ..config import REGIMES, randwire_stage_specs, regime_of
+from ..engine.defaults import load_config
+from ..engine.transfer import read_checkpoint_specs
 from ..graphs import GraphSpec
 
-__all__ = ["add_source_arguments", "check_source_arguments", "config_task", "load_any_config", "stage_specs"]
+__all__ = [
+    "add_source_arguments", "check_source_arguments", "config_task", "load_any_config", "setup_output_dir",
+    "stage_specs",
+]
 
 
 def _read_yaml_chain(path: str) -> List[dict]:
@@ -56,11 +64,7 @@ def load_any_config(config_file: str, opts: Sequence[str] = ()) -> Tuple[str, Cf
     """
     task = config_task(config_file)
     if task == "classification":
-        from ..classification.config import load_cls_config
-
         return task, load_cls_config(config_file, opts)
-    from ..engine.defaults import load_config
-
     return task, load_config(config_file, opts)
 
 
@@ -78,12 +82,10 @@ def stage_specs(
         FileNotFoundError: a missing file.
     """
     if checkpoint:
-        from ..engine.transfer import read_checkpoint_specs
-
         specs = read_checkpoint_specs(checkpoint)
         if not specs:
             raise ValueError(f"checkpoint {checkpoint!r} holds no RandWire graph specs")
-        regime = {3: "small", 4: "regular"}.get(len(specs))
+        regime = regime_of(len(specs))
         if regime is None:
             raise ValueError(f"checkpoint {checkpoint!r} has {len(specs)} graphs; expected 3 or 4")
         return list(zip(REGIMES[regime], specs))
@@ -98,8 +100,6 @@ def stage_specs(
 def add_source_arguments(parser) -> None:
     """Add the graph-source options of the analysis tools to an ``argparse`` parser: exactly one
     of ``--config-file`` / ``--checkpoint``, then trailing ``KEY VALUE`` overrides (``opts``)."""
-    import argparse
-
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-file", metavar="CONFIG", help="classification or detection config (YAML)")
     source.add_argument("--checkpoint", metavar="CKPT", help="rwdet checkpoint holding the trained graphs")
@@ -117,3 +117,17 @@ def check_source_arguments(parser, args) -> None:
         parser.error(f"config overrides {args.opts} apply to --config-file only, not to --checkpoint")
     if len(args.opts) % 2:
         parser.error(f"overrides must be KEY VALUE pairs, got an odd number: {args.opts}")
+
+
+def setup_output_dir(output_dir: str, loggers: Sequence[str] = ("rwdet", "detectron2")) -> str:
+    """Start a comparison tool's run folder: create ``output_dir`` and send each of ``loggers``
+    to the console and to ``output_dir/log.txt`` (Detectron2's ``setup_logger``, appending).
+
+    Returns:
+        The log file's path.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "log.txt")
+    for name in loggers:
+        setup_logger(path, name=name)
+    return path

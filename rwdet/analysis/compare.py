@@ -17,10 +17,16 @@ import math
 import os
 import re
 import statistics
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from matplotlib.figure import Figure
+
+from ..classification.config import load_cls_config
+from ..classification.trainer import ClassificationTrainer, build_dataset, iterations_per_epoch
 from ..config import REGIMES
 from ..graphs import GRAPH_MODELS, format_setting, validate_graph_params
+from ..utils.io import atomic_write
 
 __all__ = [
     "format_markdown",
@@ -133,11 +139,6 @@ def run_comparison(
         ValueError: a bad setting (before any training), an empty settings or seeds list,
             repeated seeds, or a config that is not a RandWire classifier.
     """
-    import time
-
-    from ..classification.config import load_cls_config
-    from ..classification.trainer import ClassificationTrainer
-
     if not settings:
         raise ValueError("no generator settings given; e.g. ER(0.2) BA(5) 'WS(4, 0.75)'")
     if not seeds:
@@ -183,8 +184,6 @@ def run_comparison(
 
 
 def _max_iter(cfg) -> int:
-    from ..classification.trainer import build_dataset, iterations_per_epoch
-
     if cfg.SOLVER.MAX_ITER:
         return int(cfg.SOLVER.MAX_ITER)
     return int(cfg.SOLVER.EPOCHS * iterations_per_epoch(cfg, len(build_dataset(cfg, is_train=True))))
@@ -233,12 +232,8 @@ def plot_comparison(rows: Sequence[dict], path: str, title: Optional[str] = None
 
     Saved by matplotlib; the format follows the suffix (.png, .svg).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8))
+    fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8))  # no pyplot: the backend is left alone
+    ax = fig.subplots()
     colors = {"ER": "C0", "BA": "C1", "WS": "C2"}
     for i, r in enumerate(rows):
         c = colors.get(r["setting"].split("(")[0], "C3")
@@ -253,15 +248,12 @@ def plot_comparison(rows: Sequence[dict], path: str, title: Optional[str] = None
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 
 def write_results(records: Sequence[dict], output_dir: str, title: Optional[str] = None) -> Dict[str, str]:
     """Write ``results.md``, ``results.csv`` (per setting), ``instances.csv`` (per instance) and
     ``results.png`` into ``output_dir`` (atomically); return their paths by kind."""
-    from ..engine.checkpoint import atomic_write
-
     rows = summarize(records)
     paths = {k: os.path.join(output_dir, f) for k, f in (
         ("markdown", "results.md"), ("csv", "results.csv"), ("instances", "instances.csv"), ("plot", "results.png"))}

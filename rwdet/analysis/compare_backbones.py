@@ -27,7 +27,11 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..engine.checkpoint import atomic_write
+from ..config import randwire_graph_specs
+from ..engine.defaults import load_config
+from ..graphs import format_setting
+from ..utils.io import atomic_write
+from .flops import count_detector
 
 __all__ = [
     "BACKBONE_KEYS",
@@ -74,9 +78,6 @@ def backbone_label(cfg) -> str:
     """A short name of a detection config's backbone, e.g. ``RandWire-WS(4, 0.75) small C=78``
     or ``ResNet-50``."""
     if "randwire" in cfg.MODEL.BACKBONE.NAME:
-        from ..config import randwire_graph_specs
-        from ..graphs import format_setting
-
         rw = cfg.MODEL.RANDWIRE
         spec = randwire_graph_specs(cfg)[-1]
         return f"RandWire-{format_setting(spec.model, spec.params)} {rw.REGIME} C={rw.CHANNELS}"
@@ -232,8 +233,6 @@ def run_comparison(
         FileNotFoundError: a missing config file.
         RuntimeError: a training run failed (the message shows the end of its log).
     """
-    from ..engine.defaults import load_config
-
     if not config_files:
         raise ValueError("no configs given; e.g. configs/bccd/faster_rcnn_randwire_ws_small_bccd.yaml "
                          "configs/bccd/faster_rcnn_R_18_FPN_bccd.yaml")
@@ -288,9 +287,6 @@ def count_flops(config_files: Sequence[str], opts: Sequence[str] = ()) -> Dict[s
     Returns:
         ``{config: {"flops": multiply-adds, "params": count, "input_shape": (1, 3, H, W)}}``.
     """
-    from ..engine.defaults import load_config
-    from .flops import count_detector
-
     out = {}
     for path in config_files:
         cfg = load_config(path, list(opts) + ["MODEL.DEVICE", "cpu"])

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import random
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from matplotlib.figure import Figure
 from torch import nn
+from tqdm import tqdm
 
 from ..graphs import format_setting
 from ..modeling.randwire import RandWireStage
+from ..utils.io import atomic_write
 
 __all__ = [
     "DAMAGE_KINDS",
@@ -156,8 +160,6 @@ def run_damage_sweep(
         one row per target: the target's fields plus ``metric``, ``baseline``, ``value`` and
         ``drop`` (baseline - value, in the metric's units).
     """
-    from tqdm import tqdm
-
     if baseline is None:
         baseline = float(evaluate(model))
     stages = find_stages(model)
@@ -178,10 +180,6 @@ def run_damage_sweep(
 
 def write_damage_csv(rows: Sequence[dict], path: str) -> str:
     """Write sweep rows as CSV (columns :data:`CSV_FIELDS`), atomically; return ``path``."""
-    import io
-
-    from ..engine.checkpoint import atomic_write
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
@@ -232,16 +230,12 @@ def plot_damage(rows: Sequence[dict], path: str, title: Optional[str] = None) ->
     Raises:
         ValueError: no rows.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not rows:
         raise ValueError("no damage rows to plot")
     generators = sorted({r["generator"] for r in rows})
     metric = rows[0]["metric"]
-    fig, axes = plt.subplots(len(generators), 2, figsize=(10, 3.6 * len(generators)), squeeze=False)
+    fig = Figure(figsize=(10, 3.6 * len(generators)))  # no pyplot: the backend is left alone
+    axes = fig.subplots(len(generators), 2, squeeze=False)
     for gi, gen in enumerate(generators):
         for ki, (kind, key, xlabel) in enumerate((
             ("node", "out_degree", "output degree of the removed node"),
@@ -268,5 +262,4 @@ def plot_damage(rows: Sequence[dict], path: str, title: Optional[str] = None) ->
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

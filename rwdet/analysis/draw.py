@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..graphs import GraphSpec
-from .stats import _check_spec, _check_stage_specs
+from ..graphs.stats import _check_spec, _check_stage_specs
 
 __all__ = ["draw_stage", "draw_stages", "stage_layers"]
 
@@ -49,7 +49,7 @@ def stage_layers(spec: GraphSpec, sweeps: int = 4) -> List[List]:
         one predecessor) are moved to the last layer before ``"output"``, so that the output
         node's edges stay short, as the input node's are. Layer 0 is ``["input"]``, the last
         ``["output"]``; there are ``depth + 3`` layers (depth as in
-        :func:`rwdet.analysis.stats.graph_statistics`). Inside a layer nodes are ordered by the
+        :func:`rwdet.graphs.stats.graph_statistics`). Inside a layer nodes are ordered by the
         mean position of their neighbours in the previous (forward pass) or next (backward
         pass) layers, ties broken by node index (Sugiyama-style barycenter ordering).
 

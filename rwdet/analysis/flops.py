@@ -22,11 +22,23 @@ from __future__ import annotations
 import glob
 import os
 import platform
+from importlib import metadata
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torchvision
+from detectron2.modeling import build_model
+from detectron2.structures import ImageList
+from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
+
+from ..classification.model import build_classifier
+from ..config import randwire_graph_specs
+from ..graphs import format_setting
+from ..modeling.randwire import RandWire, RandWireClassifier
+from ..utils.io import atomic_write
+from .common import load_any_config
 
 __all__ = [
     "DETECTION_INPUT_SIZE",
@@ -67,7 +79,7 @@ class PaperFigure:
 
     ``graph`` is "" for a network without random graphs (``arch`` "resnet50"). ``flops``
     are multiply-adds; ``params`` a count. ``flops_text``/``params_text`` are the paper's
-    rounding. ``note`` is "recalled" where the figure could not be checked (PAPER.md).
+    rounding. ``note`` is "recalled" where the figure could not be checked against the paper's tables.
     """
 
     arch: str
@@ -82,8 +94,9 @@ class PaperFigure:
     note: str = ""
 
 
-#: The paper's figures (Xie et al. 2019, tables 2-3, via /work/shared/PAPER.md). The paper gives
-#: no FLOPs/params for ER or BA settings; ResNet-50's are recalled, not checked.
+#: The paper's figures: Xie, Kirillov, Girshick, He, "Exploring Randomly Wired Neural Networks
+#: for Image Recognition", ICCV 2019 (arXiv:1904.01569), tables 2 and 3. The paper gives no
+#: FLOPs/params for ER or BA settings; ResNet-50's are recalled, not checked.
 PAPER_FIGURES: Tuple[PaperFigure, ...] = (
     PaperFigure("randwire", "WS(4, 0.75)", "small", 78, 32, 583e6, 5.6e6, "583 M", "5.6 M"),
     PaperFigure("randwire", "WS(4, 0.75)", "regular", 109, 32, 4.0e9, 31.9e6, "4.0 G", "31.9 M"),
@@ -141,8 +154,6 @@ def count_model(model: nn.Module, inputs: torch.Tensor) -> Tuple[float, int]:
         ops fvcore cannot count, e.g. element-wise ones, count 0) and the number of parameters
         (fvcore ``parameter_count``).
     """
-    from fvcore.nn import FlopCountAnalysis, parameter_count
-
     model.eval()
     with torch.no_grad():
         analysis = FlopCountAnalysis(model, inputs)
@@ -169,12 +180,6 @@ def count_detector(cfg, image_size: Tuple[int, int] = DETECTION_INPUT_SIZE) -> T
         (flops, params, input_shape): multiply-adds of the backbone+FPN forward, parameters
         of the whole detector, and the padded (1, 3, H, W) shape counted.
     """
-    from detectron2.modeling import build_model
-    from detectron2.structures import ImageList
-    from fvcore.nn import parameter_count
-
-    from .. import modeling  # noqa: F401  (registers the RandWire backbones)
-
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
@@ -201,12 +206,7 @@ def _imagenet_classifier(cfg) -> nn.Module:
     if "ARCH" not in cfg.MODEL:
         arch = detection_arch(cfg)
     if arch.startswith("resnet"):
-        import torchvision
-
         return getattr(torchvision.models, arch)(weights=None, num_classes=IMAGENET_CLASSES)
-    from ..config import randwire_graph_specs
-    from ..modeling.randwire import RandWire, RandWireClassifier
-
     rw = cfg.MODEL.RANDWIRE
     body = RandWire(randwire_graph_specs(cfg), rw.REGIME, rw.CHANNELS, out_features=["res5"])
     return RandWireClassifier(body, num_classes=IMAGENET_CLASSES)
@@ -216,9 +216,6 @@ def _graph_fields(cfg, arch: str) -> Tuple[str, str, Optional[int], Optional[int
     """(graph, regime, C, N) of a config; empty/None without random graphs."""
     if arch != "randwire":
         return "", "", None, None
-    from ..config import randwire_graph_specs
-    from ..graphs import format_setting
-
     rw = cfg.MODEL.RANDWIRE
     spec = randwire_graph_specs(cfg)[-1]  # a full stage (the regular regime's res2 has N/2)
     graph = format_setting(spec.model, spec.params)
@@ -244,12 +241,8 @@ def count_config(config_file: str, detection_size: Tuple[int, int] = DETECTION_I
         FileNotFoundError: the file or one of its ``_BASE_`` files does not exist.
         ValueError: invalid RandWire keys, or an unknown MODEL.ARCH.
     """
-    from .common import load_any_config
-
     task, cfg = load_any_config(config_file, ["MODEL.DEVICE", "cpu"])
     if task == "classification":
-        from ..classification.model import build_classifier
-
         arch = cfg.MODEL.ARCH
         size = int(cfg.DATA.IMAGE_SIZE)
         shape = (1, 3, size, size)
@@ -334,8 +327,6 @@ def _display_path(path: str) -> str:
 def machine_description() -> str:
     """One line naming the machine and the library versions, e.g.
     ``Linux x86_64, 2 CPUs, Python 3.11.2, torch 2.14.1, fvcore 0.1.5, detectron2 0.7.2``."""
-    from importlib import metadata
-
     def version(name: str) -> str:
         try:
             return metadata.version(name)
@@ -426,8 +417,6 @@ def replace_between_markers(path: str, text: str, begin: str = TABLE_BEGIN, end:
         ValueError: a marker is missing, repeated, or they are out of order; the file is
             left unchanged.
     """
-    from ..engine.checkpoint import atomic_write
-
     with open(path, encoding="utf-8") as f:
         content = f.read()
     for marker in (begin, end):

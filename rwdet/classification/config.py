@@ -6,82 +6,61 @@ from typing import Sequence
 
 from detectron2.config import CfgNode as CN
 
-from ..config import add_randwire_model_config, freeze_graph_specs
-from ..engine.defaults import default_device, merge_config
+from ..config import add_randwire_model_config, default_device, freeze_graph_specs, merge_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
 
 def get_cls_cfg() -> CN:
-    """Default classification config. Keys (the paper's recipe where it has one, sec. 4):
-
-    MODEL.ARCH: a name in ``CLASSIFIER_REGISTRY`` ("randwire", "resnet50").
-    MODEL.NUM_CLASSES, MODEL.HEAD_CHANNELS (1280), MODEL.DROPOUT: the classifier head.
-    MODEL.RANDWIRE: as for detection (``add_randwire_config``); OUT_FEATURES is res5 here.
-    MODEL.BACKBONE.FREEZE_AT: Detectron2's key with Detectron2's meaning (0 trains all, 1
-        freezes the stem, k >= 2 also res2..res<k>), default 0 here: pretraining starts from
-        scratch (Detectron2's default 2 is for fine-tuning ImageNet weights).
-    MODEL.WEIGHTS: checkpoint to start from ("" = random init). MODEL.DEVICE: "cuda" or "cpu" (default:
-        "cuda" where available, else "cpu"; "cuda" without CUDA is an error, see ``merge_config``).
-    MODEL.CHANNELS_LAST: keep weights and images in ``torch.channels_last`` (NHWC) memory
-        format, as timm's ``--channels-last``; same model, same checkpoints, a different speed
-        (faster on CPUs whose oneDNN kernels prefer NHWC).
-    DATA.NAME: "imagenet" (folders ``ROOT/train/<wnid>/*.JPEG``, ``ROOT/val/<wnid>/*.JPEG``)
-        or "fashion_mnist" (Debian's IDX files). DATA.ROOT: "" = the dataset's default.
-    DATA.IMAGE_SIZE: training crop (224); DATA.TEST_RESIZE: val resize (0 = size * 256/224).
-    SOLVER.IMS_PER_BATCH: total batch over all processes. SOLVER.BASE_LR: learning rate for
-        SOLVER.REFERENCE_BATCH images (0.1 for 256), scaled linearly with the batch.
-    SOLVER.EPOCHS (100 regular, 250 small), or SOLVER.MAX_ITER > 0 to fix the iterations.
-    SOLVER.MOMENTUM 0.9, WEIGHT_DECAY 5e-5, LABEL_SMOOTHING 0.1, half-period cosine decay with
-        optional linear warm-up (WARMUP_ITERS, WARMUP_FACTOR).
-    SOLVER.AMP: mixed precision (on CUDA only). SOLVER.CHECKPOINT_PERIOD: iterations.
-    TEST.EVAL_PERIOD: iterations between evaluations (0 = at the end only).
-    """
+    """Default classification config: the keys the classifier and its trainer read, each
+    described on its line (the paper's recipe where it has one, Xie et al., ICCV 2019, sec. 4;
+    Detectron2's name and meaning where Detectron2 has the key)."""
     _C = CN()
     _C.MODEL = CN()
-    _C.MODEL.ARCH = "randwire"
-    _C.MODEL.NUM_CLASSES = 1000
-    _C.MODEL.HEAD_CHANNELS = 1280
-    _C.MODEL.DROPOUT = 0.0
-    _C.MODEL.WEIGHTS = ""
-    _C.MODEL.DEVICE = default_device()  # "cuda" where available, else "cpu"
-    _C.MODEL.CHANNELS_LAST = False
+    _C.MODEL.ARCH = "randwire"  # a name in CLASSIFIER_REGISTRY: "randwire" or "resnet50"
+    _C.MODEL.NUM_CLASSES = 1000  # K, the classifier's outputs
+    _C.MODEL.HEAD_CHANNELS = 1280  # RandWire head: 1x1 conv to this width before pooling (paper table 1)
+    _C.MODEL.DROPOUT = 0.0  # RandWire head: dropout before the final fc
+    _C.MODEL.WEIGHTS = ""  # checkpoint to start from; "" = random init
+    _C.MODEL.DEVICE = default_device()  # "cuda" where available, else "cpu"; "cuda" without CUDA is an error (merge_config)
+    _C.MODEL.CHANNELS_LAST = False  # weights and images in torch.channels_last (NHWC): same model, another speed
     _C.MODEL.BACKBONE = CN()
-    _C.MODEL.BACKBONE.FREEZE_AT = 0  # 0 trains every layer (from scratch); as Detectron2's key
-    add_randwire_model_config(_C)
-    _C.MODEL.RANDWIRE.OUT_FEATURES = ["res5"]
+    _C.MODEL.BACKBONE.FREEZE_AT = 0  # Detectron2's key: 0 trains all, 1 freezes the stem, k >= 2 also res2..res<k>; 0 = from scratch
+    add_randwire_model_config(_C)  # MODEL.RANDWIRE: the body's keys, as for detection
 
     _C.DATA = CN()
-    _C.DATA.NAME = "imagenet"
-    _C.DATA.ROOT = ""
-    _C.DATA.TRAIN_SPLIT = "train"
-    _C.DATA.TEST_SPLIT = "val"
-    _C.DATA.IMAGE_SIZE = 224
-    _C.DATA.TEST_RESIZE = 0
-    _C.DATA.NUM_WORKERS = 4
+    _C.DATA.NAME = "imagenet"  # "imagenet" (ROOT/<split>/<wnid>/*.JPEG) or "fashion_mnist" (Debian's IDX files)
+    _C.DATA.ROOT = ""  # dataset root; "" = the dataset's default location
+    _C.DATA.TRAIN_SPLIT = "train"  # split trained on
+    _C.DATA.TEST_SPLIT = "val"  # split evaluated on
+    _C.DATA.IMAGE_SIZE = 224  # training crop side (pixels)
+    _C.DATA.TEST_RESIZE = 0  # imagenet evaluation: shorter side before the centre crop; 0 = IMAGE_SIZE * 256/224
+    _C.DATA.NUM_WORKERS = 4  # data loader worker processes per training process
 
     _C.SOLVER = CN()
-    _C.SOLVER.IMS_PER_BATCH = 256
-    _C.SOLVER.BASE_LR = 0.1
-    _C.SOLVER.REFERENCE_BATCH = 256
-    _C.SOLVER.MOMENTUM = 0.9
-    _C.SOLVER.NESTEROV = False
-    _C.SOLVER.WEIGHT_DECAY = 5e-5
-    _C.SOLVER.LABEL_SMOOTHING = 0.1
-    _C.SOLVER.EPOCHS = 100
-    _C.SOLVER.MAX_ITER = 0
-    _C.SOLVER.WARMUP_ITERS = 0
-    _C.SOLVER.WARMUP_FACTOR = 0.1
-    _C.SOLVER.AMP = True
-    _C.SOLVER.CHECKPOINT_PERIOD = 5000
+    _C.SOLVER.IMS_PER_BATCH = 256  # total batch over all processes
+    _C.SOLVER.BASE_LR = 0.1  # learning rate for REFERENCE_BATCH images, scaled linearly with IMS_PER_BATCH
+    _C.SOLVER.REFERENCE_BATCH = 256  # batch that BASE_LR is given for
+    _C.SOLVER.REFERENCE_WORLD_SIZE = 0  # Detectron2's auto_scale_workers; 0 = off (REFERENCE_BATCH scales the lr)
+    _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+    _C.SOLVER.NESTEROV = False  # SGD with Nesterov momentum
+    _C.SOLVER.WEIGHT_DECAY = 5e-5  # L2 weight decay (paper: 5e-5)
+    _C.SOLVER.LABEL_SMOOTHING = 0.1  # cross-entropy label smoothing (paper: 0.1)
+    _C.SOLVER.EPOCHS = 100  # length of training in epochs (paper: 100 regular, 250 small); used when MAX_ITER is 0
+    _C.SOLVER.MAX_ITER = 0  # length of training in iterations; 0 = EPOCHS * iterations per epoch
+    _C.SOLVER.WARMUP_ITERS = 0  # linear warm-up iterations before the half-period cosine decay
+    _C.SOLVER.WARMUP_FACTOR = 0.1  # learning-rate factor at the start of the warm-up
+    _C.SOLVER.AMP = CN()
+    _C.SOLVER.AMP.ENABLED = True  # Detectron2's key: mixed precision (AMPTrainer); applies on CUDA only
+    _C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
 
     _C.TEST = CN()
-    _C.TEST.EVAL_PERIOD = 0
-    _C.TEST.IMS_PER_BATCH = 256
+    _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations; 0 = at the end only
+    _C.TEST.IMS_PER_BATCH = 256  # evaluation batch over all processes
 
-    _C.OUTPUT_DIR = "output/pretrain"
-    _C.SEED = 0
-    _C.CUDNN_BENCHMARK = False
+    _C.OUTPUT_DIR = "output/pretrain"  # the run's folder: checkpoints, log.txt, metrics.json, eval_results.json
+    _C.SEED = 0  # seeds the initial weights, the data order and each sample's augmentation (>= 0)
+    _C.CUDNN_BENCHMARK = False  # torch.backends.cudnn.benchmark for the run
     _C.VERSION = 2  # Detectron2 CfgNode versioning (its latest)
     return _C
 

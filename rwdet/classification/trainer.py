@@ -1,38 +1,41 @@
-"""The shared classification trainer (ImageNet pretraining), built from Detectron2's engine.
+"""The shared classification trainer (ImageNet pretraining): Detectron2's ``DefaultTrainer``
+with the classifier's builders.
 
-Structure follows Detectron2's ``DefaultTrainer`` (``TrainerBase`` running a ``SimpleTrainer``
-or ``AMPTrainer`` step, with hooks) and pycls's recipe: SGD with momentum, linearly scaled
-learning rate, half-period cosine decay (fvcore ``CosineParamScheduler``), label smoothing,
-top-1/top-5 evaluation, atomic periodic checkpoints and exact resumption.
+``ClassificationTrainer`` subclasses ``DefaultTrainer`` (its ``SimpleTrainer`` or ``AMPTrainer``
+step, hooks, checkpointing, resumption and state) and overrides the builders with pycls's
+recipe: SGD with momentum, linearly scaled learning rate, half-period cosine decay (fvcore
+``CosineParamScheduler``), label smoothing, top-1/top-5 evaluation, and a data stream that
+resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import weakref
 from typing import Dict
 
 import torch
 from detectron2.data.samplers import InferenceSampler
-from detectron2.engine import AMPTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.engine import defaults as d2_defaults
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import get_event_storage
 from fvcore.common.param_scheduler import CosineParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..analysis.stats import format_statistics
-from ..config import randwire_graph_specs, randwire_stage_specs
-from ..engine.checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
 from ..engine.defaults import DeferredWriters
-from ..engine.transfer import PretrainMeta
+from ..engine.graphs import build_checkpointer, graph_table
+from ..engine.transfer import PRETRAIN_FORMAT
+from ..utils.io import atomic_write
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
 from .model import ClassificationModel, build_classifier
 
-__all__ = ["ClassificationTrainer", "evaluate_classifier"]
+__all__ = ["ClassificationTrainer", "PretrainMeta", "evaluate_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,41 @@ def _per_rank(total: int, what: str) -> int:
     if total % world:
         raise ValueError(f"{what}={total} must be divisible by the number of processes ({world})")
     return total // world
+
+
+class PretrainMeta:
+    """Checkpointable marker saved in pretraining checkpoints (key ``rwdet_meta``): the format
+    (``rwdet.engine.transfer.PRETRAIN_FORMAT``), the architecture (MODEL.ARCH) and the config
+    (YAML). ``rwdet.engine.transfer`` reads it back as a plain dict.
+
+    Args:
+        arch: MODEL.ARCH, e.g. "randwire".
+        config_yaml: the run's config, ``cfg.dump()``.
+    """
+
+    def __init__(self, arch: str, config_yaml: str):
+        self.arch = arch
+        self.config_yaml = config_yaml
+
+    def state_dict(self) -> dict:
+        """``{"format", "arch", "config"}``."""
+        return {"format": PRETRAIN_FORMAT, "arch": self.arch, "config": self.config_yaml}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore; the marker describes the file."""
+
+
+def _device(cfg) -> torch.device:
+    """MODEL.DEVICE; in a multi-GPU run, this process's GPU (Detectron2's local rank)."""
+    device = torch.device(cfg.MODEL.DEVICE)
+    if device.type == "cuda" and comm.get_world_size() > 1:
+        device = torch.device("cuda", comm.get_local_rank())
+    return device
+
+
+def scaled_lr(cfg) -> float:
+    """SOLVER.BASE_LR scaled linearly with the batch: ``BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH``."""
+    return cfg.SOLVER.BASE_LR * cfg.SOLVER.IMS_PER_BATCH / cfg.SOLVER.REFERENCE_BATCH
 
 
 def build_dataset(cfg, is_train: bool):
@@ -101,15 +139,34 @@ def evaluate_classifier(model: torch.nn.Module, loader, device) -> Dict[str, flo
     return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1), "num_images": float(n)}
 
 
-class ClassificationTrainer(TrainerBase):
-    """One trainer for every registered classifier (``MODEL.ARCH``); Detectron2 engine parts.
+class ClassificationTrainer(DefaultTrainer):
+    """One trainer for every registered classifier (``MODEL.ARCH``): Detectron2's
+    ``DefaultTrainer`` with the classifier's builders.
 
-    Call :meth:`resume_or_load` then :meth:`train`. Hooks: IterationTimer, LRScheduler
-    (warm-up + half-period cosine), PeriodicCheckpointer (atomic writes), EvalHook (top-1,
-    top-5 every TEST.EVAL_PERIOD iterations and at the end) and writers (console with ETA,
-    ``metrics.json``, TensorBoard; created at their first write, so that building the trainer
-    and loading its checkpoint write nothing to OUTPUT_DIR). Multi-GPU / multi-machine through Detectron2's ``launch``;
-    each process holds a DistributedDataParallel replica and a shard of every batch.
+    Call :meth:`resume_or_load` then :meth:`train`, as for ``DefaultTrainer``. The builders:
+    :meth:`build_model` (the classifier in a :class:`ClassificationModel`, initialised from
+    SEED), :meth:`build_optimizer` (SGD, linearly scaled learning rate),
+    :meth:`build_lr_scheduler` (warm-up + half-period cosine), :meth:`build_train_loader` (a
+    sample stream that continues where a resumed run stopped) and :meth:`test` (top-1/top-5).
+    Hooks: IterationTimer, LRScheduler, PeriodicCheckpointer, EvalHook (every TEST.EVAL_PERIOD
+    iterations and at the end) and writers (console with ETA, ``metrics.json``, TensorBoard;
+    created at their first write, so that building the trainer and loading its checkpoint write
+    nothing to OUTPUT_DIR). Checkpoints hold the classifier's own state dict (keys ``body.*``,
+    ``head_conv.*``, ``fc.*``), written atomically, with the graph record of a RandWire
+    (:mod:`rwdet.engine.graphs`, shared with the detection trainer) and the
+    :class:`PretrainMeta` marker. Multi-GPU / multi-machine through Detectron2's ``launch``;
+    each process holds a DistributedDataParallel replica and a shard of every batch (on GPUs or,
+    with gloo, on CPUs).
+
+    As Detectron2's ``auto_scale_workers`` does, the trainer runs on a copy of the config with
+    two keys resolved: SOLVER.MAX_ITER (from SOLVER.EPOCHS when 0) and SOLVER.AMP.ENABLED
+    (False off CUDA: mixed precision is on CUDA only).
+
+    Attributes:
+        net: the classifier, (B, 3, H, W) -> (B, K) logits (what the checkpoints hold).
+        train_set, test_set: the datasets of ``cfg.DATA``.
+        iters_per_epoch: iterations in one epoch of ``train_set``.
+        base_lr: the scaled learning rate (:func:`scaled_lr`).
 
     Raises:
         ValueError: batch sizes not divisible by the number of processes; bad config values.
@@ -117,87 +174,114 @@ class ClassificationTrainer(TrainerBase):
     """
 
     def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        device = torch.device(cfg.MODEL.DEVICE)
-        if device.type == "cuda" and comm.get_world_size() > 1:
-            device = torch.device("cuda", comm.get_local_rank())
-        self.device = device
-        # Model initialisation is a function of SEED (also when used outside default_setup).
-        seed_all_rng(cfg.SEED)
         self.train_set = build_dataset(cfg, is_train=True)
-        self.test_set = build_dataset(cfg, is_train=False)
+        self.test_set = build_dataset(cfg, is_train=False)  # a missing test split fails here, before any write
+        self.iters_per_epoch = iterations_per_epoch(cfg, len(self.train_set))
+        self.base_lr = scaled_lr(cfg)
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.MAX_ITER = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
+        cfg.SOLVER.AMP.ENABLED = bool(cfg.SOLVER.AMP.ENABLED and _device(cfg).type == "cuda")
+        cfg.freeze()
+        with _ddp_on_cpu(cfg):
+            super().__init__(cfg)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The classifier inside the (possibly DistributedDataParallel) ClassificationModel."""
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        return model.net
+
+    @classmethod
+    def build_model(cls, cfg) -> ClassificationModel:
+        """``build_classifier(cfg)`` on MODEL.DEVICE (channels-last with MODEL.CHANNELS_LAST),
+        in a :class:`ClassificationModel` (label smoothing). The initial weights are a function
+        of SEED (seeded here, also when used outside ``begin_run``).
+
+        Raises:
+            ValueError: an unknown MODEL.ARCH or bad RandWire keys.
+        """
+        device = _device(cfg)
+        seed_all_rng(cfg.SEED)
         net = build_classifier(cfg).to(device)
         if cfg.MODEL.CHANNELS_LAST:  # before the optimizer and checkpointer see the weights
             net = net.to(memory_format=torch.channels_last)
-        self.net = net
-        model = ClassificationModel(net, cfg.SOLVER.LABEL_SMOOTHING, cfg.MODEL.CHANNELS_LAST).to(device)
-        if comm.get_world_size() > 1:
-            model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-            )
-        self.base_lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.IMS_PER_BATCH / cfg.SOLVER.REFERENCE_BATCH
-        optimizer = torch.optim.SGD(
-            net.parameters(), lr=self.base_lr, momentum=cfg.SOLVER.MOMENTUM,
+        return ClassificationModel(net, cfg.SOLVER.LABEL_SMOOTHING, cfg.MODEL.CHANNELS_LAST).to(device)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        """SGD with SOLVER.MOMENTUM, WEIGHT_DECAY, NESTEROV and the scaled learning rate
+        (:func:`scaled_lr`) over all of ``model``'s parameters."""
+        return torch.optim.SGD(
+            model.parameters(), lr=scaled_lr(cfg), momentum=cfg.SOLVER.MOMENTUM,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY, nesterov=cfg.SOLVER.NESTEROV,
         )
-        self.iters_per_epoch = iterations_per_epoch(cfg, len(self.train_set))
-        self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
-        self.start_iter = 0
-        use_amp = cfg.SOLVER.AMP and device.type == "cuda"
-        # The data loader is attached in resume_or_load, once the start iteration is known.
-        self._trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, None, optimizer)
-        self.scheduler = LRMultiplier(
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """Half-period cosine decay to 0 over SOLVER.MAX_ITER, after a linear warm-up of
+        SOLVER.WARMUP_ITERS from SOLVER.WARMUP_FACTOR (Detectron2's ``WarmupParamScheduler``)."""
+        return LRMultiplier(
             optimizer,
             WarmupParamScheduler(
                 CosineParamScheduler(1.0, 0.0), cfg.SOLVER.WARMUP_FACTOR,
-                min(1.0, cfg.SOLVER.WARMUP_ITERS / self.max_iter),
+                min(1.0, cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER),
             ),
-            self.max_iter,
+            cfg.SOLVER.MAX_ITER,
         )
-        self.checkpointer = AtomicDetectionCheckpointer(
-            net, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
-        self.checkpointer.add_checkpointable("rwdet_meta", PretrainMeta(cfg.MODEL.ARCH, cfg.dump()))
-        if cfg.MODEL.ARCH == "randwire":
-            self.checkpointer.add_checkpointable("randwire_graphs", GraphSpecRecord(randwire_graph_specs(cfg)))
-        self.register_hooks(self.build_hooks())
 
-    # Attributes the Detectron2 hooks read from their trainer.
-    @property
-    def model(self):
-        return self._trainer.model
-
-    @property
-    def optimizer(self):
-        return self._trainer.optimizer
-
-    @property
-    def data_loader(self):
-        return self._trainer.data_loader
+    def build_train_loader(self, cfg) -> DataLoader:
+        """The infinite training loader of ``train_set`` from iteration ``start_iter`` on
+        (:func:`build_train_loader`). A method, not Detectron2's classmethod: the loader reuses
+        the dataset read in ``__init__`` and continues the stream at the trainer's start; it is
+        built again by :meth:`resume_or_load` once the start is known."""
+        return build_train_loader(cfg, self.train_set, self.start_iter)
 
     def build_hooks(self):
+        """IterationTimer, LRScheduler, PeriodicCheckpointer (main process), EvalHook and the
+        writers (main process): ``DefaultTrainer.build_hooks`` without PreciseBN, whose keys a
+        classification config does not have. The checkpointer is rwdet's
+        (:func:`rwdet.engine.graphs.build_checkpointer`) on the classifier itself, with the
+        :class:`PretrainMeta` marker."""
         cfg = self.cfg
+        self.checkpointer = build_checkpointer(cfg, self.net, self)
+        self.checkpointer.add_checkpointable("rwdet_meta", PretrainMeta(cfg.MODEL.ARCH, cfg.dump()))
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
-        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self.test))
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter([DeferredWriters(cfg.OUTPUT_DIR, self.max_iter)], period=20))
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
 
+    def build_writers(self):
+        """Detectron2's writers, created at their first write (``DeferredWriters``)."""
+        return [DeferredWriters(self.cfg.OUTPUT_DIR, self.max_iter)]
+
     def resume_or_load(self, resume: bool = True) -> None:
-        """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR (model,
-        optimizer, scheduler and iteration), and continue the data stream from there."""
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
-            self.start_iter = self.iter + 1
-        self._trainer.data_loader = build_train_loader(self.cfg, self.train_set, self.start_iter)
+        """``DefaultTrainer.resume_or_load`` (MODEL.WEIGHTS, or with ``resume`` the last checkpoint
+        of OUTPUT_DIR: model, optimizer, scheduler and iteration), then the data stream
+        continued from the start iteration."""
+        super().resume_or_load(resume=resume)
+        self._trainer.data_loader = self.build_train_loader(self.cfg)
         self._trainer._data_loader_iter_obj = None
 
-    def train(self):
-        if self.cfg.MODEL.ARCH == "randwire":
-            logger.info("Random graphs of the model:\n%s", format_statistics(randwire_stage_specs(self.cfg)))
+    def train(self) -> Dict[str, float]:
+        """Log the random graphs' statistics (a RandWire) and the schedule, then train.
+
+        Returns:
+            the last evaluation's results (see :meth:`test`), None without one. (Detectron2's
+            ``DefaultTrainer.train`` returns them only with TEST.EXPECTED_RESULTS, a detection
+            check; the loop itself is the same ``TrainerBase.train``.)
+        """
+        table = graph_table(self.cfg)
+        if table:
+            logger.info("Random graphs of the model:\n%s", table)
         logger.info(
             "Training %s for %d iterations (%.2f epochs of %d images, %d iterations each), "
             "batch %d, lr %.4g, starting at iteration %d",
@@ -205,38 +289,60 @@ class ClassificationTrainer(TrainerBase):
             len(self.train_set), self.iters_per_epoch, self.cfg.SOLVER.IMS_PER_BATCH,
             self.base_lr, self.start_iter,
         )
-        super().train(self.start_iter, self.max_iter)
+        TrainerBase.train(self, self.start_iter, self.max_iter)
         return getattr(self, "_last_eval_results", None)
 
-    def run_step(self):
-        self._trainer.iter = self.iter
-        self._trainer.run_step()
+    @classmethod
+    def test(cls, cfg, model, evaluators=None) -> Dict[str, float]:
+        """Top-1/top-5 of ``model`` on the test split of ``cfg.DATA``; written (main process) to
+        OUTPUT_DIR/eval_results.json with the number of completed training iterations (0 outside
+        training).
 
-    def state_dict(self):
-        ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
-        return ret
+        Args:
+            cfg: the trainer's config.
+            model: a :class:`ClassificationModel`, or one wrapped in DistributedDataParallel.
+            evaluators: Detectron2's argument; must be None (top-1/top-5 is the evaluation).
 
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self._trainer.load_state_dict(state_dict["_trainer"])
-
-    def test(self) -> Dict[str, float]:
-        """Top-1/top-5 on the test split; written to OUTPUT_DIR/eval_results.json with the number
-        of completed training iterations."""
+        Returns:
+            ``{"top1": %, "top5": %, "num_images": n}`` (see :func:`evaluate_classifier`).
+        """
+        if evaluators is not None:
+            raise ValueError("ClassificationTrainer.test computes top-1/top-5; it takes no evaluators")
+        test_set = build_dataset(cfg, is_train=False)
         loader = DataLoader(
-            self.test_set, batch_size=_per_rank(self.cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH"),
-            sampler=InferenceSampler(len(self.test_set)), num_workers=self.cfg.DATA.NUM_WORKERS,
+            test_set, batch_size=_per_rank(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH"),
+            sampler=InferenceSampler(len(test_set)), num_workers=cfg.DATA.NUM_WORKERS,
         )
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        results = evaluate_classifier(model, loader, self.device)
+        model = model.module if isinstance(model, DistributedDataParallel) else model
+        results = evaluate_classifier(model, loader, _device(cfg))
         if comm.is_main_process():
-            # Completed iterations (after training, TrainerBase leaves iter at max_iter).
-            done = min(self.storage.iter + 1, self.max_iter) if hasattr(self, "storage") else self.iter
+            try:  # completed iterations (after training, TrainerBase leaves iter at max_iter)
+                done = min(get_event_storage().iter + 1, cfg.SOLVER.MAX_ITER)
+            except AssertionError:  # no EventStorage: evaluation outside training
+                done = 0
             logger.info("Evaluation after %d iterations: top-1 %.2f%%, top-5 %.2f%% (%d images)",
                         done, results["top1"], results["top5"], results["num_images"])
-            path = os.path.join(self.cfg.OUTPUT_DIR, "eval_results.json")
+            path = os.path.join(cfg.OUTPUT_DIR, "eval_results.json")
             report = {"iterations": done, **results}
             atomic_write(path, lambda f: f.write(json.dumps(report, indent=2).encode()))
-        self._last_eval_results = results
         return results
+
+
+@contextlib.contextmanager
+def _ddp_on_cpu(cfg):
+    """Let ``DefaultTrainer.__init__`` wrap a CPU model for a multi-process (gloo) run.
+
+    Detectron2's ``create_ddp_model`` passes ``device_ids=[local rank]``, which assumes one GPU
+    per process; DistributedDataParallel refuses device ids for a CPU module. For CPU runs with
+    more than one process, the call gets ``device_ids=None`` (what DDP wants on the CPU) for the
+    duration of the construction; otherwise nothing changes.
+    """
+    if _device(cfg).type == "cuda" or comm.get_world_size() == 1:
+        yield
+        return
+    create = d2_defaults.create_ddp_model
+    d2_defaults.create_ddp_model = lambda model, **kwargs: create(model, **{**kwargs, "device_ids": None})
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = create

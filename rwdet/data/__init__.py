@@ -1,7 +1,9 @@
-"""Dataset loading and registration (BCCD / PASCAL VOC layout, COCO json)."""
+"""Dataset loading and registration (BCCD / PASCAL VOC layout, COCO json), and the DATASETS
+config keys that name them (:func:`add_dataset_config`)."""
 
 from .datasets import (
     BCCD_CLASSES,
+    add_dataset_config,
     BCCD_SPLITS,
     check_datasets_on_disk,
     check_num_classes,
@@ -15,6 +17,7 @@ from .datasets import (
 )
 
 __all__ = [
+    "add_dataset_config",
     "BCCD_CLASSES",
     "BCCD_SPLITS",
     "load_voc_instances",

@@ -29,6 +29,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
 __all__ = [
+    "add_dataset_config",
     "BCCD_CLASSES",
     "BCCD_SPLITS",
     "load_voc_instances",
@@ -363,6 +364,16 @@ def register_coco_json(name: str, json_file: str, image_root: str) -> None:
 # ---------------------------------------------------------------------------
 # config
 # ---------------------------------------------------------------------------
+
+
+def add_dataset_config(cfg):
+    """Add rwdet's DATASETS keys to a Detectron2 config (in place) and return it, in the style of
+    Detectron2's ``add_*_config``; each key is described on its line. They are read by
+    :func:`register_datasets_from_config` and :func:`prepare_datasets`."""
+    cfg.DATASETS.BCCD_ROOT = ""  # root of the BCCD dataset (PASCAL VOC layout): registers bccd_train/val/test; "" registers nothing
+    cfg.DATASETS.COCO_JSON = []  # [name, json_file, image_root] triples to register as COCO-format datasets
+    cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
+    return cfg
 
 
 def register_datasets_from_config(cfg) -> List[str]:

@@ -1,11 +1,10 @@
-"""Checkpointing that never leaves a half-written file behind."""
+"""Checkpointing that never leaves a half-written file behind, and checks RandWire graphs."""
 
 from __future__ import annotations
 
 import glob
 import logging
 import os
-import re
 from typing import Any, Dict, List
 
 import torch
@@ -13,17 +12,12 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..graphs import GraphSpec
 from ..modeling.randwire import RandWire
+from ..utils.io import atomic_write
 from .transfer import classifier_to_detector_state, is_pretraining_checkpoint
 
-__all__ = [
-    "AtomicDetectionCheckpointer", "CheckpointReadError", "GraphSpecRecord", "atomic_write",
-    "remove_stale_temporaries",
-]
+__all__ = ["AtomicCheckpointer", "CheckpointReadError", "GraphSpecRecord"]
 
 logger = logging.getLogger(__name__)
-
-# Temporaries of atomic_write: "<name>.tmp.<pid>".
-_TMP_PATTERN = re.compile(r"\.tmp\.\d+$")
 
 
 class CheckpointReadError(ValueError):
@@ -31,42 +25,9 @@ class CheckpointReadError(ValueError):
     unreadable); the message names the file."""
 
 
-def remove_stale_temporaries(folder: str) -> List[str]:
-    """Remove the ``*.tmp.<pid>`` files that :func:`atomic_write` left in ``folder`` when its
-    process was killed mid-write (e.g. ``model_0000099.pth.tmp.1234`` after a kill -9 during
-    a save), logging each; call it at start, before this run writes there.
-
-    Returns:
-        The removed paths (none when ``folder`` does not exist).
-    """
-    removed = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.tmp.*"))):
-        if _TMP_PATTERN.search(path) and os.path.isfile(path):
-            os.remove(path)
-            removed.append(path)
-            logger.info("Removed %s, a temporary file left by an interrupted write", path)
-    return removed
-
-
-def atomic_write(path: str, write) -> None:
-    """Write a file atomically: ``write(f)`` on a binary temporary file in the same folder,
-    fsync, then ``os.replace`` over ``path`` (a crash leaves the old file or none, never half).
-    The folder is created if missing (a trainer used without ``commit_run``)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """Detectron2's ``DetectionCheckpointer`` with atomic writes and RandWire pretraining input.
+class AtomicCheckpointer(DetectionCheckpointer):
+    """Detectron2's ``DetectionCheckpointer`` with atomic writes and RandWire pretraining input,
+    for any model: the detection and the classification trainers both save through it.
 
     ``save`` writes the checkpoint and the ``last_checkpoint`` tag to a temporary file in the same
     folder, fsyncs it and renames it over the target (``os.replace``), so a crash mid-save leaves
@@ -74,7 +35,8 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     Loading takes Detectron2's formats as before, plus rwdet pretraining checkpoints, whose
     classifier body goes into the model's RandWire backbone (``rwdet.engine.transfer``; the
-    log reports matched, missing and unexpected keys). Any rwdet checkpoint whose graphs
+    log reports matched, missing and unexpected keys, and the dict that ``load`` returns holds
+    them under ``"transfer_report"``). Any rwdet checkpoint whose graphs
     differ from the model's is refused with a ValueError, whatever path loads it.
     """
 
@@ -99,8 +61,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if is_pretraining_checkpoint(loaded):
             target = self.model.state_dict()
             if any(k.startswith("backbone.bottom_up.") for k in target):  # into a detector
-                state = classifier_to_detector_state(loaded, target, specs, filename)
-                return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False}
+                state, report = classifier_to_detector_state(loaded, target, specs, filename)
+                return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False,
+                        "transfer_report": report}
         if specs is not None and "randwire_graphs" in loaded:
             # Same architecture, other graphs: shapes may still match, so check the specs.
             GraphSpecRecord(specs).load_state_dict(loaded["randwire_graphs"])

@@ -16,72 +16,21 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventWriter
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_randwire_config, freeze_graph_specs
+from ..config import add_randwire_config, default_device, freeze_graph_specs, merge_config, regime_of
+from ..data import add_dataset_config
+from ..utils.io import atomic_write, remove_stale_temporaries
 from .transfer import read_checkpoint_specs
 
-__all__ = [
-    "CPU_FALLBACK_ENV", "DeferredWriters", "begin_run", "commit_run", "default_device", "get_rwdet_cfg",
-    "load_config", "merge_config",
-]
+__all__ = ["DeferredWriters", "begin_run", "commit_run", "get_rwdet_cfg", "load_config"]
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable that opts in to running a MODEL.DEVICE "cuda" config on the CPU.
-CPU_FALLBACK_ENV = "RWDET_CPU_FALLBACK"
-
-
-def default_device() -> str:
-    """rwdet's default MODEL.DEVICE: ``"cuda"`` where CUDA is available, else ``"cpu"``.
-
-    Detectron2's default is always "cuda"; rwdet's lets configs that name no device run on
-    either machine. A config that names "cuda" still fails without CUDA (:func:`merge_config`).
-    """
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def get_rwdet_cfg() -> CfgNode:
-    """Detectron2's default config plus rwdet's keys (see ``add_randwire_config``), with
-    MODEL.DEVICE defaulting to :func:`default_device`."""
-    cfg = add_randwire_config(get_cfg())
+    """Detectron2's default config plus rwdet's keys (``rwdet.config.add_randwire_config``,
+    ``rwdet.data.add_dataset_config``), with MODEL.DEVICE defaulting to
+    :func:`rwdet.config.default_device`."""
+    cfg = add_dataset_config(add_randwire_config(get_cfg()))
     cfg.MODEL.DEVICE = default_device()  # "cuda" where available, else "cpu"
-    return cfg
-
-
-def merge_config(cfg: CfgNode, config_file: str, opts: Sequence[str] = ()) -> CfgNode:
-    """Merge ``config_file`` then ``KEY VALUE`` overrides into ``cfg`` (in place; returned).
-
-    MODEL.DEVICE "cuda" (or "cuda:N") where CUDA is not available is an error, as in
-    Detectron2, unless the environment variable ``RWDET_CPU_FALLBACK=1`` opts in to running on
-    the CPU instead (then with a warning).
-
-    Raises:
-        FileNotFoundError: ``config_file`` does not exist.
-        ValueError: an odd number of overrides, or a ``--flag`` among them (the message says
-            that flags go before the overrides).
-        RuntimeError: MODEL.DEVICE names CUDA on a machine without it (and no opt-in).
-    """
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
-    flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
-    if flags:  # argparse puts flags given after the first KEY into the overrides
-        raise ValueError(
-            f"{flags[0]} was given among the KEY VALUE overrides {list(opts)}: command-line flags "
-            f"go before them, e.g. --config-file CONFIG {flags[0]} KEY VALUE ..."
-        )
-    if len(opts) % 2:
-        raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        if os.environ.get(CPU_FALLBACK_ENV) != "1":
-            raise RuntimeError(
-                f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} (from {config_file} or the overrides) but CUDA is not "
-                f"available on this machine (torch.cuda.is_available() is False). Run on the CPU with "
-                f"MODEL.DEVICE cpu, or set {CPU_FALLBACK_ENV}=1 to let a cuda config fall back to the CPU"
-            )
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU (%s=1)",
-                       cfg.MODEL.DEVICE, CPU_FALLBACK_ENV)
-        cfg.MODEL.DEVICE = "cpu"
     return cfg
 
 
@@ -138,15 +87,13 @@ def commit_run(cfg: CfgNode) -> CfgNode:
     """Write the run's files, once it has been validated: the second half of ``default_setup``.
 
     Creates OUTPUT_DIR (main process), removes temporaries left there by an interrupted
-    write (:func:`~rwdet.engine.checkpoint.remove_stale_temporaries`, logged), adds
+    write (:func:`~rwdet.utils.io.remove_stale_temporaries`, logged), adds
     Detectron2's log file (``log.txt``, ``log.txt.rank<N>`` on other ranks; appended to, with
     the records logged since :func:`begin_run`), and writes ``config.yaml`` atomically.
 
     Returns:
         ``cfg``.
     """
-    from .checkpoint import atomic_write, remove_stale_temporaries
-
     rank, output_dir = comm.get_rank(), cfg.OUTPUT_DIR
     buffer = getattr(begin_run, "buffer", None)
     if not output_dir:
@@ -201,7 +148,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """Build the full config of a run: defaults, ``config_file``, then ``KEY VALUE`` overrides.
 
     The random graphs are resolved and written into MODEL.RANDWIRE.GRAPHS, so the config.yaml
-    saved in OUTPUT_DIR rebuilds the same networks. MODEL.DEVICE: see :func:`merge_config`.
+    saved in OUTPUT_DIR rebuilds the same networks. MODEL.DEVICE: see :func:`rwdet.config.merge_config`.
 
     Args:
         config_file: path to a YAML config.
@@ -213,7 +160,7 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
         ValueError: an odd number of overrides, or invalid RandWire keys.
-        RuntimeError: MODEL.DEVICE "cuda" without CUDA (see :func:`merge_config`).
+        RuntimeError: MODEL.DEVICE "cuda" without CUDA (see :func:`rwdet.config.merge_config`).
     """
     cfg = merge_config(get_rwdet_cfg(), config_file, opts)
     _apply_pretrained_graphs(cfg)
@@ -234,7 +181,7 @@ def _apply_pretrained_graphs(cfg: CfgNode) -> None:
     if not specs:
         raise ValueError(f"MODEL.WEIGHTS={cfg.MODEL.WEIGHTS} holds no RandWire graphs to adopt")
     rw = cfg.MODEL.RANDWIRE
-    regime = {3: "small", 4: "regular"}.get(len(specs))
+    regime = regime_of(len(specs))
     if regime is None:
         raise ValueError(f"{cfg.MODEL.WEIGHTS} has {len(specs)} graphs; a RandWire body has 3 or 4")
     rw.REGIME = regime

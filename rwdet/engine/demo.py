@@ -14,7 +14,13 @@ import logging
 import os
 from typing import List, Sequence, Tuple
 
+import cv2
 import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
+
+from ..data import BCCD_CLASSES, register_datasets_from_config
 
 __all__ = ["IMAGE_EXTENSIONS", "dataset_metadata", "draw_instances", "expand_inputs", "output_paths", "run_demo"]
 
@@ -87,10 +93,6 @@ def dataset_metadata(cfg):
         ValueError: as ``register_datasets_from_config`` (e.g. DATASETS.TEST naming a data set
             that nothing registers).
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from ..data import BCCD_CLASSES, register_datasets_from_config
-
     if cfg.DATASETS.BCCD_ROOT or cfg.DATASETS.COCO_JSON:
         register_datasets_from_config(cfg)
     names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
@@ -116,8 +118,6 @@ def draw_instances(image_bgr: np.ndarray, instances, metadata) -> np.ndarray:
     Returns:
         (H, W, 3) uint8 BGR image with the drawing, for ``cv2.imwrite``.
     """
-    from detectron2.utils.visualizer import Visualizer
-
     visualizer = Visualizer(image_bgr[:, :, ::-1], metadata, scale=1.0)
     drawn = visualizer.draw_instance_predictions(instances.to("cpu"))
     return np.ascontiguousarray(drawn.get_image()[:, :, ::-1])
@@ -138,9 +138,6 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
     Raises:
         ValueError: an unreadable image (names it) or bad output (see :func:`output_paths`).
     """
-    import cv2
-    from detectron2.engine import DefaultPredictor
-
     outs = output_paths(inputs, output)
     metadata = dataset_metadata(cfg) if metadata is None else metadata
     predictor = DefaultPredictor(cfg)

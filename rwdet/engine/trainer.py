@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import weakref
 from collections import OrderedDict
 
 from detectron2.evaluation import COCOEvaluator
@@ -13,10 +12,9 @@ from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..analysis.stats import format_statistics
-from ..config import randwire_graph_specs, randwire_stage_specs
-from .checkpoint import AtomicDetectionCheckpointer, GraphSpecRecord, atomic_write
+from ..utils.io import atomic_write
 from .defaults import DeferredWriters
+from .graphs import build_checkpointer, graph_table
 
 __all__ = ["Trainer", "format_results", "save_results"]
 
@@ -29,10 +27,11 @@ class Trainer(DefaultTrainer):
     - Evaluation: ``COCOEvaluator`` (pycocotools; ``use_fast_impl=False`` since the compiled
       Detectron2 extension may be absent) on every ``DATASETS.TEST`` dataset, writing
       ``coco_instances_results.json`` under ``OUTPUT_DIR/inference/<dataset>``.
-    - Checkpoints: :class:`AtomicDetectionCheckpointer`, with the model's graph specs stored in
-      each checkpoint (key ``randwire_graphs``) and checked on ``--resume``.
+    - Checkpoints: :class:`~rwdet.engine.checkpoint.AtomicCheckpointer`, with the model's graph
+      specs stored in each checkpoint (key ``randwire_graphs``) and checked on ``--resume``
+      (:func:`rwdet.engine.graphs.build_checkpointer`, shared with the classification trainer).
     - Logging: before training, a table of the random graphs' statistics
-      (:func:`rwdet.analysis.stats.format_statistics`).
+      (:func:`rwdet.engine.graphs.graph_table`).
     - Writers: created at the first write, so that building the trainer and loading its
       checkpoint (validation) write nothing to OUTPUT_DIR.
     - Results: after testing, ``OUTPUT_DIR/eval_results.json`` holds every metric, and the log
@@ -41,20 +40,16 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         """Log the statistics of the backbone's random graphs (if any), then train."""
-        if "RANDWIRE" in self.cfg.MODEL and "randwire" in self.cfg.MODEL.BACKBONE.NAME:
-            logger.info("Random graphs of the backbone:\n%s", format_statistics(randwire_stage_specs(self.cfg)))
+        table = graph_table(self.cfg)
+        if table:
+            logger.info("Random graphs of the backbone:\n%s", table)
         return super().train()
 
     def build_hooks(self):
-        # DefaultTrainer built a plain DetectionCheckpointer; swap in the atomic one before the
-        # PeriodicCheckpointer hook captures it.
-        self.checkpointer = AtomicDetectionCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
-        if "RANDWIRE" in self.cfg.MODEL and "randwire" in self.cfg.MODEL.BACKBONE.NAME:
-            self.checkpointer.add_checkpointable(
-                "randwire_graphs", GraphSpecRecord(randwire_graph_specs(self.cfg))
-            )
+        """Detectron2's hooks, with rwdet's checkpointer: ``DefaultTrainer`` built a plain
+        ``DetectionCheckpointer``; the atomic, graph-checking one replaces it before the
+        ``PeriodicCheckpointer`` hook captures it."""
+        self.checkpointer = build_checkpointer(self.cfg, self.checkpointer.model, self)
         return super().build_hooks()
 
     def build_writers(self):

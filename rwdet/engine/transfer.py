@@ -2,7 +2,10 @@
 
 A pretraining checkpoint (``tools/pretrain_net.py``) holds the classifier's state dict (keys
 ``body.*`` for stem..res5, ``head_conv.*`` and ``fc.*`` for the head), the graph specs
-(``randwire_graphs``) and a marker (``rwdet_meta``). The detector's backbone is the same
+(``randwire_graphs``) and a marker (``rwdet_meta``: a plain dict ``{"format":
+PRETRAIN_FORMAT, "arch": ..., "config": ...}``, written by
+``rwdet.classification.trainer.PretrainMeta``; this module reads it as a dict and does not
+import the classification package, which sits above the engine). The detector's backbone is the same
 ``RandWire`` body under ``backbone.bottom_up.``, so no conversion file is needed: point
 MODEL.WEIGHTS of a detection config at the checkpoint. This plays the role of Detectron2's
 ``convert-torchvision-to-d2.py`` and its ``matching_heuristics``, with exact key names instead.
@@ -11,7 +14,7 @@ MODEL.WEIGHTS of a detection config at the checkpoint. This plays the role of De
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -19,7 +22,6 @@ from ..graphs import GraphSpec
 
 __all__ = [
     "PRETRAIN_FORMAT",
-    "PretrainMeta",
     "is_pretraining_checkpoint",
     "read_checkpoint_specs",
     "classifier_to_detector_state",
@@ -27,22 +29,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: ``rwdet_meta["format"]`` of a pretraining checkpoint.
 PRETRAIN_FORMAT = "rwdet-classifier-v1"
+#: Where the classifier's body sits in a detector's state dict.
 DETECTOR_PREFIX = "backbone.bottom_up."
-
-
-class PretrainMeta:
-    """Checkpointable marker saved in pretraining checkpoints (format, architecture, config)."""
-
-    def __init__(self, arch: str, config_yaml: str):
-        self.arch = arch
-        self.config_yaml = config_yaml
-
-    def state_dict(self) -> dict:
-        return {"format": PRETRAIN_FORMAT, "arch": self.arch, "config": self.config_yaml}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore; the marker describes the file."""
 
 
 def is_pretraining_checkpoint(ckpt: dict) -> bool:
@@ -69,7 +59,7 @@ def read_checkpoint_specs(path: str) -> Optional[List[GraphSpec]]:
 
 def classifier_to_detector_state(
     ckpt: dict, model_state: Dict[str, torch.Tensor], expected_specs: Optional[List[GraphSpec]], source: str
-) -> Dict[str, torch.Tensor]:
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
     """Rename a pretraining checkpoint's body weights to the detector's and check its graphs.
 
     Args:
@@ -79,7 +69,10 @@ def classifier_to_detector_state(
         source: the checkpoint's path, for messages.
 
     Returns:
-        dict: ``backbone.bottom_up.*`` tensors; the classifier head is left out.
+        (state, report): ``state`` holds the ``backbone.bottom_up.*`` tensors (the classifier
+        head is left out); ``report`` is ``{"matched": [...], "missing": [...],
+        "unexpected": [...]}``, detector keys matched by shape, detector backbone keys the
+        checkpoint lacks, and checkpoint keys the detector lacks (also logged).
 
     Raises:
         ValueError: the checkpoint is not a RandWire classifier, or its graphs differ from the
@@ -109,5 +102,4 @@ def classifier_to_detector_state(
         source, len(matched), len(wanted), len(missing), missing[:5], len(unexpected), unexpected[:5],
         len(head), ", ".join(sorted({k.split(".")[0] for k in head})),
     )
-    classifier_to_detector_state.last_report = {"matched": matched, "missing": missing, "unexpected": unexpected}
-    return body
+    return body, {"matched": matched, "missing": missing, "unexpected": unexpected}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
+from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import Backbone
 
 from ..config import REGIMES
@@ -32,6 +32,7 @@ __all__ = [
     "RandWireStage",
     "RandWire",
     "RandWireClassifier",
+    "ConvBlock",
     "REGIMES",
     "stage_layout",
 ]
@@ -499,36 +500,42 @@ def stage_layout(regime: str, channels: int) -> Dict[str, int]:
     return {"stem": c // 2, "res2": c, "res3": 2 * c, "res4": 4 * c, "res5": 8 * c}
 
 
-class ConvStage(CNNBlockBase):
-    """ReLU -> 3x3 conv (stride 2) -> norm: the small regime's conv2 (paper table 1)."""
+class ConvBlock(CNNBlockBase):
+    """[ReLU ->] 3x3 conv, stride 2 -> norm: the body's plain conv stages (paper table 1).
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str = "BN"):
+    The stem (conv1: image -> C/2 channels) is one without the ReLU; the small regime's conv2
+    (res2) is one with it. Frozen by Detectron2's ``CNNBlockBase.freeze``.
+
+    Args:
+        in_channels, out_channels: channels of the input and of the output.
+        norm: Detectron2 norm name ("BN", "SyncBN", "FrozenBN", "GN" or "").
+        relu_first: apply ReLU to the input first (res2 of the small regime; not the stem).
+        conv_name: the conv's attribute name, which names its state-dict keys: "conv1" for the
+            stem (``stem.conv1.*``), "conv" for res2 (``res2.conv.*``), as in every checkpoint.
+
+    Shapes:
+        forward: (B, in_channels, H, W) -> (B, out_channels, ceil(H/2), ceil(W/2)).
+
+    Raises:
+        ValueError: a bad norm (e.g. GN whose groups do not divide ``out_channels``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "BN", relu_first: bool = False,
+                 conv_name: str = "conv"):
         super().__init__(in_channels, out_channels, 2)
         _check_norm(norm, out_channels)
-        self.conv = Conv2d(
+        self.relu_first = relu_first
+        self.conv_name = conv_name
+        conv = Conv2d(
             in_channels, out_channels, 3, stride=2, padding=1, bias=False,
             norm=get_norm(norm, out_channels),
         )
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.add_module(conv_name, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.relu(x))
-
-
-class Stem(CNNBlockBase):
-    """3x3 conv, stride 2, 3 -> C/2 channels, then norm: the paper's conv1 (table 1)."""
-
-    def __init__(self, in_channels: int, out_channels: int, norm: str = "BN"):
-        super().__init__(in_channels, out_channels, 2)
-        _check_norm(norm, out_channels)
-        self.conv1 = Conv2d(
-            in_channels, out_channels, 3, stride=2, padding=1, bias=False,
-            norm=get_norm(norm, out_channels),
-        )
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(x)
+        conv = getattr(self, self.conv_name)
+        return conv(F.relu(x) if self.relu_first else x)
 
 
 class RandWire(Backbone):
@@ -588,7 +595,7 @@ class RandWire(Backbone):
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"freeze_at={freeze_at} is out of range; allowed: 0..5")
         self._out_features = list(out_features)
-        self.stem = Stem(in_channels, widths["stem"], norm)
+        self.stem = ConvBlock(in_channels, widths["stem"], norm, conv_name="conv1")
         self._out_feature_channels = {"stem": widths["stem"]}
         self._out_feature_strides = {"stem": 2}
         spec_iter = iter(specs)
@@ -598,7 +605,7 @@ class RandWire(Backbone):
             if name in random_stages:
                 stage = RandWireStage(next(spec_iter), prev, widths[name], 2, norm, forward_mode, recompute)
             else:
-                stage = ConvStage(prev, widths[name], norm)
+                stage = ConvBlock(prev, widths[name], norm, relu_first=True)
             self.add_module(name, stage)
             self.stage_names.append(name)
             self._out_feature_channels[name] = widths[name]
@@ -632,16 +639,14 @@ class RandWire(Backbone):
     def freeze(self, freeze_at: int = 0) -> "RandWire":
         """Freeze the stem (freeze_at >= 1) and res2..res<freeze_at>, as Detectron2's ResNet.
 
-        Frozen blocks get ``requires_grad=False`` and FrozenBatchNorm2d.
+        Each frozen block (the stem is block 1, res2..res5 blocks 2..5) freezes itself with its
+        own ``freeze()`` (Detectron2's ``CNNBlockBase.freeze``: ``requires_grad=False`` and
+        FrozenBatchNorm2d), as ``ResNet.freeze`` does.
         """
-        if freeze_at >= 1:
-            self.stem.freeze()
-        for idx, name in enumerate(self.stage_names, start=2):
+        blocks = [self.stem] + [getattr(self, name) for name in self.stage_names]
+        for idx, block in enumerate(blocks, start=1):
             if freeze_at >= idx:
-                stage = getattr(self, name)
-                for p in stage.parameters():
-                    p.requires_grad = False
-                FrozenBatchNorm2d.convert_frozen_batchnorm(stage)
+                block.freeze()
         return self
 
 
