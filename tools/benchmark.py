@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed steps per round and side (default: 2 on CPU, 20 on GPU)")
     p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BN into the convs for the inference rounds, on both sides (default: on)")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None, help="autocast dtype on CUDA")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None,
+                   help="autocast dtype, both sides (fp16: CUDA only; bf16: CUDA or CPU)")
+    p.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default=None,
+                   help="torch.compile mode for both sides: the classifier, or the detector's backbone+FPN "
+                        "(reduce-overhead = CUDA graphs, CUDA only; default: none)")
+    p.add_argument("--compile-backend", default=None,
+                   help="torch.compile backend (default: inductor; aot_eager checks tracing only)")
     p.add_argument("--rw-opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="overrides of every RandWire config, e.g. MODEL.RANDWIRE.FORWARD node")
     p.add_argument("--r50-opts", nargs="+", default=[], metavar="KEY VALUE",
@@ -101,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         setup = default_setup(
             args.device, threads=args.threads, batches=args.batch, size=args.size, det_size=args.det_size,
             det_batch=args.det_batch, rounds=args.rounds, warmup=args.warmup, iters=args.iters,
-            deploy=args.deploy, amp=args.amp, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
+            deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
         )
         select_pairs(args.pairs, setup)

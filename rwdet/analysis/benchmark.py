@@ -151,6 +151,8 @@ NUM_IMAGENET_CLASSES = 1000
 #: Learning rate of the timed SGD steps: 0 keeps the weights (and so the detectors' proposals)
 #: fixed; torch's SGD does the same arithmetic for any lr.
 SGD_LR = 0.0
+#: ``BenchmarkSetup.compile`` values: no compilation, or a ``torch.compile`` mode.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +196,14 @@ class BenchmarkSetup:
         warmup, iters: untimed and timed steps per side, phase and round.
         rounds: rounds per phase (each side measured once per round).
         deploy: fold BN into convs before the inference rounds (both sides).
-        amp: "none", "bf16" or "fp16" (autocast, CUDA only).
+        amp: "none", "bf16" or "fp16": ``torch.autocast`` dtype (fp16 on CUDA only, with a
+            GradScaler; bf16 on CUDA or CPU).
+        compile: "none", or a ``torch.compile`` mode ("default", "reduce-overhead" (CUDA graphs),
+            "max-autotune") applied to both sides alike: the whole classifier, or the detector's
+            backbone + FPN (the heads have data-dependent shapes). Inference recompiles after
+            the BN fold.
+        compile_backend: ``torch.compile`` backend ("inductor"; "aot_eager" or "eager" to check
+            that a model traces without generating code).
         rw_opts: ``KEY VALUE`` overrides of every RandWire config (after the pair's own).
         r50_opts: ``KEY VALUE`` overrides of both R50-FPN configs (after the pair's own).
         bccd_root: BCCD dataset root for the detectors' images ("" = random images).
@@ -214,6 +223,8 @@ class BenchmarkSetup:
     rounds: int = 5
     deploy: bool = True
     amp: str = "none"
+    compile: str = "none"
+    compile_backend: str = "inductor"
     rw_opts: Tuple[str, ...] = ()
     r50_opts: Tuple[str, ...] = ()
     bccd_root: str = ""
@@ -229,8 +240,19 @@ class BenchmarkSetup:
             raise ValueError(f"device={self.device!r} but CUDA is not available; use 'cpu'")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp={self.amp!r}; allowed: 'none', 'bf16', 'fp16'")
-        if self.amp != "none" and not self.device.startswith("cuda"):
-            raise ValueError(f"amp={self.amp!r} is for CUDA only (device={self.device!r})")
+        if self.amp == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError(f"amp='fp16' is for CUDA only (device={self.device!r}); on the CPU use 'bf16'")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r}; allowed: {', '.join(repr(m) for m in COMPILE_MODES)}")
+        if self.compile == "reduce-overhead" and not self.device.startswith("cuda"):
+            raise ValueError("compile='reduce-overhead' (CUDA graphs) is for CUDA only "
+                             f"(device={self.device!r})")
+        if self.compile != "none":
+            from torch._dynamo import list_backends
+
+            allowed = sorted(set(list_backends()) | {"inductor", "eager", "aot_eager"})
+            if self.compile_backend not in allowed:
+                raise ValueError(f"compile_backend={self.compile_backend!r}; allowed: {', '.join(allowed)}")
         if not self.batches or min(self.batches) < 1:
             raise ValueError(f"batches={list(self.batches)}: need at least one, each >= 1")
         for name in ("size", "det_batch", "iters", "rounds"):
@@ -646,14 +668,47 @@ class ModelBench:
         self.optimizer = torch.optim.SGD(params, lr=SGD_LR, momentum=0.9, weight_decay=1e-4)
         self.scaler = torch.amp.GradScaler("cuda", enabled=setup.amp == "fp16")
         self.deployed: Optional[Dict[str, int]] = None  # norm-layer counts once in eval mode
+        self._compile()
+
+    def _compile(self) -> None:
+        """With ``setup.compile``, route the forward through ``torch.compile``: the classifier as
+        a whole (``self.forward``), or the detector's backbone + FPN in place of
+        ``model.backbone`` (kept uncompiled in ``self.backbone`` for FLOPs and the BN fold)."""
+        s = self.setup
+        self.forward: Callable[..., Any] = self.model
+        self.backbone = None if self.side.kind == "cls" else self.model.backbone
+        if s.compile == "none":
+            return
+        opts = dict(backend=s.compile_backend, mode=None if s.compile == "default" else s.compile)
+        if s.compile_backend != "inductor":
+            opts.pop("mode")  # modes are inductor's
+        if self.side.kind == "cls":
+            self.forward = torch.compile(self.model, **opts)
+        else:
+            self.model.backbone = torch.compile(self.backbone, **opts)
 
     # -- steps -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _eager(self):
+        """Within it, the forward runs uncompiled (saved-tensor hooks and FLOP counting)."""
+        forward, compiled = self.forward, None if self.backbone is None else self.model.backbone
+        self.forward = self.model
+        if self.backbone is not None:
+            self.model.backbone = self.backbone
+        try:
+            yield
+        finally:
+            self.forward = forward
+            if compiled is not None:
+                self.model.backbone = compiled
+
     def _autocast(self):
-        """``torch.autocast`` on CUDA with the ``amp`` dtype, or a null context."""
+        """``torch.autocast`` on this device with the ``amp`` dtype, or a null context."""
         if self.setup.amp == "none":
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if self.setup.amp == "bf16" else torch.float16)
+        return torch.autocast(torch.device(self.device).type,
+                              dtype=torch.bfloat16 if self.setup.amp == "bf16" else torch.float16)
 
     def _storage(self):
         """Detectron2's ``EventStorage`` for a detector (its losses log into one), else a null context."""
@@ -665,7 +720,7 @@ class ModelBench:
         """One training forward and its scalar loss (cross-entropy, or the detector's loss sum)."""
         with self._autocast():
             if self.side.kind == "cls":
-                return nn.functional.cross_entropy(self.model(self.x), self.y)
+                return nn.functional.cross_entropy(self.forward(self.x).float(), self.y)
             return sum(self.model(self.train_inputs).values())
 
     def train_step(self) -> None:
@@ -679,7 +734,7 @@ class ModelBench:
     def infer_step(self) -> None:
         """One inference forward without autograd."""
         with torch.no_grad(), self._autocast():
-            self.model(self.x if self.side.kind == "cls" else self.infer_inputs)
+            self.forward(self.x if self.side.kind == "cls" else self.infer_inputs)
 
     # -- rounds ------------------------------------------------------------------------
 
@@ -732,15 +787,15 @@ class ModelBench:
         was_training = model.training
         model.train()
         exclude = [*model.parameters(), *model.buffers()]
-        with self._storage():
-            saved = saved_activation_bytes(self.loss, exclude=exclude)
+        with self._storage(), self._eager():
+            saved = saved_activation_bytes(self.loss, exclude=exclude)  # of the eager model
         flops = None
         if self.setup.flops:
             if self.side.kind == "cls":
                 flops, _ = count_model(model, self.x[:1])
             else:
                 images = model.preprocess_image(self.infer_inputs[:1]).tensor  # normalised, padded
-                flops, _ = count_model(model.backbone, images)
+                flops, _ = count_model(self.backbone, images)  # uncompiled
         model.train(was_training)
         self._proposals()  # the forward above is not a timed step
         return {
@@ -763,7 +818,10 @@ class ModelBench:
             self.model.eval()
             before = count_norm_layers(self.model)
             if self.setup.deploy:
+                if self.backbone is not None:
+                    self.model.backbone = self.backbone  # fold the uncompiled modules
                 self.model = fold_batchnorm(self.model)
+                self._compile()  # the folded model compiles anew
             self.deployed = {"norm_layers_before": before, "norm_layers_after": count_norm_layers(self.model)}
         return self.deployed
 
@@ -1033,7 +1091,7 @@ def markdown_report(result: Dict[str, Any]) -> str:
     lines = [
         "# RandWire vs reference networks: speed and memory", "",
         f"- device: {s['device']} ({dev}); torch {s['torch']}; CPU threads {threads}; amp {s['amp']}; "
-        f"deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}",
+        f"compile {s.get('compile', 'none')}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
     ]
     if s["rw_opts"] or s["r50_opts"]:

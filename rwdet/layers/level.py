@@ -93,11 +93,24 @@ def weighted_sum_relu(
         (B, len(plan) * C, H, W), slot ``j`` in channels ``[j*C, (j+1)*C)``. Differentiable in
         ``weights`` and ``sources``.
 
+    Under ``torch.compile`` it runs as plain ops (one graph, no break; tests/test_compile.py).
+
     Raises:
         ValueError: an empty plan or a slot without inputs.
     """
     if not plan or any(not edges for edges in plan):
         raise ValueError("weighted_sum_relu needs at least one slot, each with at least one input")
+    if torch.compiler.is_compiling():
+        # Under torch.compile: the same sums as plain ops (the eager Function writes into views
+        # of one buffer with out=, which Dynamo cannot trace); the compiler fuses them itself.
+        slots = []
+        for edges in plan:
+            (s0, e0), rest = edges[0], edges[1:]
+            acc = sources[s0] * weights[e0]
+            for s, e in rest:
+                acc = acc + sources[s] * weights[e]
+            slots.append(acc)
+        return torch.relu(torch.cat(slots, dim=1)).contiguous(memory_format=memory_format)
     return _WeightedSumReLU.apply(
         weights, tuple(tuple(map(tuple, edges)) for edges in plan), len(plan), channels,
         memory_format, *sources,
