@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..config import randwire_graph_specs
+from ..config import is_randwire, randwire_graph_specs
 from ..engine.defaults import load_config
 from ..graphs import format_setting
 from ..utils.io import atomic_write
@@ -71,13 +71,13 @@ def _flatten(node, prefix: str = "") -> Dict[str, object]:
 def backbone_norm(cfg) -> str:
     """The norm of a detection config's backbone: MODEL.RANDWIRE.NORM for RandWire, else
     MODEL.RESNETS.NORM (Detectron2's ResNet builders)."""
-    return cfg.MODEL.RANDWIRE.NORM if "randwire" in cfg.MODEL.BACKBONE.NAME else cfg.MODEL.RESNETS.NORM
+    return cfg.MODEL.RANDWIRE.NORM if is_randwire(cfg) else cfg.MODEL.RESNETS.NORM
 
 
 def backbone_label(cfg) -> str:
     """A short name of a detection config's backbone, e.g. ``RandWire-WS(4, 0.75) small C=78``
     or ``ResNet-50``."""
-    if "randwire" in cfg.MODEL.BACKBONE.NAME:
+    if is_randwire(cfg):
         rw = cfg.MODEL.RANDWIRE
         spec = randwire_graph_specs(cfg)[-1]
         return f"RandWire-{format_setting(spec.model, spec.params)} {rw.REGIME} C={rw.CHANNELS}"

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from detectron2.config import CfgNode as CN
 
-from ..config import add_randwire_model_config, default_device, freeze_graph_specs, merge_config
+from ..config import add_randwire_model_config, default_device, freeze_graph_specs, is_randwire, merge_config
 
 __all__ = ["get_cls_cfg", "load_cls_config"]
 
@@ -80,7 +80,7 @@ def load_cls_config(config_file: str, opts: Sequence[str] = ()) -> CN:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} and SOLVER.BASE_LR={cfg.SOLVER.BASE_LR} must be positive"
         )
-    if cfg.MODEL.ARCH == "randwire":
+    if is_randwire(cfg):
         freeze_graph_specs(cfg)
     cfg.freeze()
     return cfg
