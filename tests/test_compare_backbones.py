@@ -83,6 +83,11 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     # A rerun trains nothing: every run is reused.
     proc = run_tool("--configs", TINY_RW, TINY_R18, "--seeds", "1", "2", "--output-dir", str(out), *opts)
     assert proc.returncode == 0 and "(0 trained now" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # ... and keeps each run's wall time as recorded when it was trained
+    first = {(r["config"], r["seed"]): r["seconds"] for r in result["runs"]}
+    again = json.loads((out / "results.json").read_text())["runs"]
+    assert all(r["reused"] for r in again) and not any(r["reused"] for r in result["runs"])
+    assert {(r["config"], r["seed"]): r["seconds"] for r in again} == first and min(first.values()) > 0
     # Another schedule in the same folder is refused, naming the folder.
     proc = run_tool("--configs", TINY_RW, "--seeds", "1", "--output-dir", str(out), *opts[:-1], "5")
     assert proc.returncode != 0 and "holds a finished run of another config" in proc.stderr

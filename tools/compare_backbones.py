@@ -47,10 +47,12 @@ def main(argv=None):
     start = time.perf_counter()
     records = run_comparison(args.configs, args.seeds, args.output_dir, args.opts)
     rows = summarize(records, count_flops(args.configs, args.opts))
-    trained = [r["seconds"] for r in records if r["seconds"] is not None]
+    trained = [r["seconds"] or 0.0 for r in records if not r["reused"]]
+    recorded = [r["seconds"] for r in records if r["seconds"] is not None]
     command = " ".join(["python tools/compare_backbones.py", *(sys.argv[1:] if argv is None else argv)])
     header = (f"`{command}`\n\n{machine_description()}; {len(records)} runs ({len(trained)} trained now, "
-              f"{sum(trained) / 60:.1f} min). COCO AP (%) on the test set, mean ± sample std over seeds; "
+              f"{sum(trained) / 60:.1f} min; all runs' recorded training and evaluation {sum(recorded) / 60:.1f} "
+              "min). COCO AP (%) on the test set, mean ± sample std over seeds; "
               "s/iter: Detectron2's median training step time (metrics.json); FLOPs: backbone+FPN, "
               "multiply-adds (fvcore), at the test input size.")
     paths = write_results(rows, records, args.output_dir, header)

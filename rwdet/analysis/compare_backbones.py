@@ -223,8 +223,9 @@ def run_comparison(
 
     Returns:
         records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
-        "evaluations", "seconds"}``; seconds is the wall time of training and evaluation, as
-        recorded by the invocation that trained the run (None for a record without it).
+        "evaluations", "seconds", "reused"}``; seconds is the wall time of training and
+        evaluation, as recorded by the invocation that trained the run (None for a record
+        without it); reused is True for a run finished by an earlier invocation.
 
     Raises:
         ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
@@ -256,8 +257,8 @@ def run_comparison(
             run_opts = list(opts) + ["SEED", str(int(seed)), "OUTPUT_DIR", run_dir]
             cfg = load_config(path, run_opts)
             record_path = os.path.join(run_dir, RUN_RECORD)
-            seconds = None
-            if os.path.isfile(record_path):
+            seconds, reused = None, os.path.isfile(record_path)
+            if reused:
                 with open(record_path) as f:
                     done = json.load(f)
                 if done.get("config_hash") != _config_hash(cfg):
@@ -274,7 +275,7 @@ def run_comparison(
                 atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
             result = read_run(run_dir, cfg.DATASETS.TEST[0])
             records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
-                            "seconds": seconds, **result})
+                            "seconds": seconds, "reused": reused, **result})
     return records
 
 
