@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import warnings
 from typing import List, Optional
 
 
@@ -97,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the arguments, run the pairs, print the report; exit status 1 if a pair failed."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Detectron2's imports trigger torch.jit deprecation warnings that say nothing about the figures
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     from rwdet.analysis.benchmark import default_setup, markdown_report, run_benchmark, select_pairs, write_json

@@ -32,7 +32,7 @@ def main(args):
     if args.eval_only:
         trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
         commit_run(cfg)
-        return trainer.test(trainer.cfg, trainer.model)
+        return trainer.test(trainer.cfg, trainer.model, test_set=trainer.test_set)
     trainer.resume_or_load(resume=args.resume)
     commit_run(cfg)
     return trainer.train()

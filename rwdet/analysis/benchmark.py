@@ -720,7 +720,7 @@ class ModelBench:
         """One training forward and its scalar loss (cross-entropy, or the detector's loss sum)."""
         with self._autocast():
             if self.side.kind == "cls":
-                return nn.functional.cross_entropy(self.forward(self.x).float(), self.y)
+                return nn.functional.cross_entropy(self.forward(self.x), self.y)
             return sum(self.model(self.train_inputs).values())
 
     def train_step(self) -> None:
@@ -1091,7 +1091,7 @@ def markdown_report(result: Dict[str, Any]) -> str:
     lines = [
         "# RandWire vs reference networks: speed and memory", "",
         f"- device: {s['device']} ({dev}); torch {s['torch']}; CPU threads {threads}; amp {s['amp']}; "
-        f"compile {s.get('compile', 'none')}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}",
+        f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
     ]
     if s["rw_opts"] or s["r50_opts"]:

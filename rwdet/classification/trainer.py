@@ -251,7 +251,7 @@ class ClassificationTrainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
         def test_and_save_results():
-            self._last_eval_results = self.test(self.cfg, self.model)
+            self._last_eval_results = self.test(self.cfg, self.model, test_set=self.test_set)
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
@@ -293,7 +293,7 @@ class ClassificationTrainer(DefaultTrainer):
         return getattr(self, "_last_eval_results", None)
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None) -> Dict[str, float]:
+    def test(cls, cfg, model, evaluators=None, test_set=None) -> Dict[str, float]:
         """Top-1/top-5 of ``model`` on the test split of ``cfg.DATA``; written (main process) to
         OUTPUT_DIR/eval_results.json with the number of completed training iterations (0 outside
         training).
@@ -302,13 +302,16 @@ class ClassificationTrainer(DefaultTrainer):
             cfg: the trainer's config.
             model: a :class:`ClassificationModel`, or one wrapped in DistributedDataParallel.
             evaluators: Detectron2's argument; must be None (top-1/top-5 is the evaluation).
+            test_set: the test split already read (a trainer's ``test_set``); None reads it
+                from ``cfg.DATA``.
 
         Returns:
             ``{"top1": %, "top5": %, "num_images": n}`` (see :func:`evaluate_classifier`).
         """
         if evaluators is not None:
             raise ValueError("ClassificationTrainer.test computes top-1/top-5; it takes no evaluators")
-        test_set = build_dataset(cfg, is_train=False)
+        if test_set is None:
+            test_set = build_dataset(cfg, is_train=False)
         loader = DataLoader(
             test_set, batch_size=_per_rank(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH"),
             sampler=InferenceSampler(len(test_set)), num_workers=cfg.DATA.NUM_WORKERS,
