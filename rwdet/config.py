@@ -99,7 +99,7 @@ def add_randwire_model_config(cfg: CN) -> CN:
     rw.FREEZE_AT = -1  # deprecated alias of MODEL.BACKBONE.FREEZE_AT; -1 = not set (warns otherwise)
     rw.GRAPHS = []  # JSON graph specs that rebuild a trained model exactly; filled by freeze_graph_specs into config.yaml
     rw.FORWARD = "node"  # stage forward: "node" (one node at a time; faster on CPU-2) or "level" (each topological level batched)
-    rw.RECOMPUTE = "none"  # recomputed in backward instead of stored: "none", "depthwise" or "pointwise"
+    rw.RECOMPUTE = "none"  # recomputed in backward instead of stored: "none", "depthwise"/"pointwise" (level forward) or "stage"
     return cfg
 
 

@@ -57,7 +57,7 @@ def run(stage, x, grad):
 
 @pytest.mark.parametrize("generator", GENERATORS, ids=[g[0] for g in GENERATORS])
 @pytest.mark.parametrize("norm", ["BN", "FrozenBN", "GN", ""])
-@pytest.mark.parametrize("recompute", ["none", "depthwise", "pointwise"])
+@pytest.mark.parametrize("recompute", ["none", "depthwise", "pointwise", "stage"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_level_equals_per_node_in_outputs_gradients_and_statistics(generator, norm, recompute, channels_last):
     node, level = pair(generator, norm)
@@ -99,12 +99,43 @@ def test_recompute_stores_fewer_activations():
         return sum(seen.values())
 
     stored = {}
-    for mode in ("none", "depthwise", "pointwise"):
+    for mode in ("none", "depthwise", "pointwise", "stage"):
         level.recompute = mode
         stored[mode] = saved_bytes(level)
-    assert stored["pointwise"] < stored["depthwise"] < stored["none"]
+    assert stored["stage"] < stored["pointwise"] < stored["depthwise"] < stored["none"]
     # "none" stores what the per-node forward stores, less the per-node copies of ReLU(x).
     assert stored["none"] <= saved_bytes(node)
+    # "stage" stores the stage's input only, on either forward.
+    assert stored["stage"] == x.numel() * x.element_size()
+    node.recompute = "stage"
+    assert saved_bytes(node) == stored["stage"]
+
+
+@pytest.mark.parametrize("norm", ["BN", "GN"])
+def test_stage_recompute_on_the_node_forward_equals_storing(norm):
+    """recompute="stage" on the per-node forward: same outputs, gradients and BN statistics
+    (updated once per step, not again by the rerun in backward) as storing everything."""
+    stored, _ = pair(GENERATORS[0], norm)
+    rerun = copy.deepcopy(stored)
+    rerun.recompute = "stage"
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 12, 12, generator=g, dtype=torch.double)
+    grad = torch.randn((2, stored.out_channels, 6, 6), generator=g, dtype=torch.double)
+    for _ in range(2):  # two steps: the statistics after the first feed the second
+        y_ref, gx_ref, gp_ref = run(stored, x, grad)
+        y, gx, gp = run(rerun, x, grad)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+        for name in gp_ref:
+            torch.testing.assert_close(gp[name], gp_ref[name], rtol=1e-12, atol=1e-12, msg=name)
+        for (k, a), (_, b) in zip(stored.state_dict().items(), rerun.state_dict().items()):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=k)
+        for p in list(stored.parameters()) + list(rerun.parameters()):
+            p.grad = None
+    # In eval mode (and without grad) nothing is checkpointed: same function.
+    stored.eval(), rerun.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rerun(x), stored(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("generator", GENERATORS, ids=[g[0] for g in GENERATORS])
@@ -168,7 +199,7 @@ def test_bad_modes_are_refused():
     spec = generate_graph("WS", {"K": 4, "P": 0.75}, 8, 1)
     with pytest.raises(ValueError, match="forward_mode='fast'.*'level', 'node'"):
         RandWireStage(spec, 4, 8, 2, forward_mode="fast")
-    with pytest.raises(ValueError, match="recompute='all'.*'none', 'depthwise', 'pointwise'"):
+    with pytest.raises(ValueError, match="recompute='all'.*'none', 'depthwise', 'pointwise', 'stage'"):
         RandWireStage(spec, 4, 8, 2, recompute="all")
 
 

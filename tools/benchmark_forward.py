@@ -6,9 +6,9 @@
     python tools/benchmark_forward.py --config-file configs/imagenet/randwire_ws_small.yaml --batch 16
 
 One classifier (``--config-file``, default the regular regime C=109) is built once and copied
-into four variants with the same weights: ``node`` (MODEL.RANDWIRE.FORWARD node, the per-node
-reference), ``level`` (level-batched stages), and ``level`` with MODEL.RANDWIRE.RECOMPUTE
-``depthwise`` and ``pointwise``. In each of ``--rounds`` rounds every variant runs ``--iters`` timed training steps
+into five variants with the same weights: ``node`` (MODEL.RANDWIRE.FORWARD node, the per-node
+reference), ``level`` (level-batched stages), ``level`` with MODEL.RANDWIRE.RECOMPUTE
+``depthwise`` and ``pointwise``, and ``node`` with RECOMPUTE ``stage``. In each of ``--rounds`` rounds every variant runs ``--iters`` timed training steps
 (forward, cross-entropy, backward, SGD step with lr 0) and ``--iters`` inference steps (eval,
 no_grad, BN folded into the convs by ``rwdet.layers.fold_batchnorm``), after one untimed step
 each; the variants' order is reversed every round. The report gives each variant's median ms
@@ -43,6 +43,7 @@ VARIANTS = {
     "level": ("level", "none"),
     "level+recompute depthwise": ("level", "depthwise"),
     "level+recompute pointwise": ("level", "pointwise"),
+    "node+recompute stage": ("node", "stage"),
 }
 
 

@@ -8,6 +8,7 @@ Detectron2's ``modeling/backbone/resnet.py`` (a ``Backbone`` with ``stem`` and `
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -132,7 +133,7 @@ class _Level(NamedTuple):
 
 
 FORWARD_MODES = ("level", "node")
-RECOMPUTE_MODES = ("none", "depthwise", "pointwise")
+RECOMPUTE_MODES = ("none", "depthwise", "pointwise", "stage")
 
 
 def _topological_levels(preds: List[List[int]], inputs: List[List[int]], active,
@@ -203,9 +204,12 @@ class RandWireStage(CNNBlockBase):
       is the faster of the two (the level forward measured 0.80-0.86x its training speed:
       oneDNN's grouped 1x1 convs and the level buffers' copies cost more than the ops saved).
 
-    ``recompute`` trades compute for memory in training (level forward only):
-    ``torch.utils.checkpoint`` (non-reentrant) around each level's cheap ops, with the norm
-    outside so that BN running statistics update once per step.
+    ``recompute`` trades compute for memory in training, with ``torch.utils.checkpoint``
+    (non-reentrant): "depthwise" and "pointwise" (level forward only) recompute each level's
+    cheap ops, with the norm outside so that BN running statistics update once per step;
+    "stage" (either forward) stores only the stage's input and reruns the whole stage in
+    backward, its norms' running statistics restored after the rerun so that they too update
+    once per step.
 
     Graph damage (paper sec. 5, "graph damage"): :meth:`set_damage` removes nodes and edges at
     evaluation time, without retraining. A removed node or edge contributes zero: it is left
@@ -221,7 +225,7 @@ class RandWireStage(CNNBlockBase):
         stride: 1 or 2.
         norm: Detectron2 norm name.
         forward_mode: "level" or "node" (see :attr:`forward_mode`).
-        recompute: "none", "depthwise" or "pointwise" (see :attr:`recompute`).
+        recompute: "none", "depthwise", "pointwise" or "stage" (see :attr:`recompute`).
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, ceil(H/stride), ceil(W/stride)).
@@ -337,9 +341,11 @@ class RandWireStage(CNNBlockBase):
 
     @property
     def recompute(self) -> str:
-        """What the level-batched forward recomputes in backward instead of storing, in
-        training: "none"; "depthwise" (weighted sums, ReLU, depthwise conv); "pointwise" (that
-        and the pointwise conv; only the BN input and output stay stored)."""
+        """What a training forward recomputes in backward instead of storing: "none";
+        "depthwise" (level forward: weighted sums, ReLU, depthwise conv); "pointwise" (level
+        forward: that and the pointwise conv; only the BN input and output stay stored);
+        "stage" (either forward: everything but the stage's input, at the cost of a second
+        forward of the stage in backward)."""
         return self._recompute
 
     @recompute.setter
@@ -349,6 +355,19 @@ class RandWireStage(CNNBlockBase):
         self._recompute = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self._recompute == "stage" and self.training and torch.is_grad_enabled()
+                and not torch.jit.is_tracing()):
+            return torch.utils.checkpoint.checkpoint(
+                self._forward, x, use_reentrant=False, context_fn=self._stage_recompute_contexts
+            )
+        return self._forward(x)
+
+    def _stage_recompute_contexts(self):
+        """checkpoint's (forward, recompute) contexts for recompute="stage": the rerun in
+        backward leaves the norms' running statistics as the forward left them."""
+        return contextlib.nullcontext(), _kept_norm_statistics(self)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
             self._forward_mode == "node"
             or torch.jit.is_tracing()
@@ -407,6 +426,8 @@ class RandWireStage(CNNBlockBase):
             return self._no_output(x)
         outputs: Dict[int, torch.Tensor] = {}
         recompute = self._recompute if (self.training and torch.is_grad_enabled()) else "none"
+        if recompute == "stage":  # forward() checkpoints the whole stage around this
+            recompute = "none"
         for level in w.levels:
             ops = [self.nodes[v].op for v in level.nodes]
             sources = [outputs[u] for u in level.sources]
@@ -467,6 +488,22 @@ class RandWireStage(CNNBlockBase):
 
     def extra_repr(self) -> str:
         return self.spec.describe()
+
+
+@contextlib.contextmanager
+def _kept_norm_statistics(module: nn.Module):
+    """Restore every buffer of ``module``'s norm layers (BN running mean and variance,
+    num_batches_tracked) on exit: a checkpointed stage's rerun in backward must not count its
+    batch a second time."""
+    buffers = [b for m in module.modules() if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))
+               for b in m.buffers()]
+    kept = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, k in zip(buffers, kept):
+                b.copy_(k)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
