@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import write_mini_coco
 from rwdet.analysis.compare_backbones import check_same_setup, format_markdown, summarize
@@ -88,9 +89,26 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     again = json.loads((out / "results.json").read_text())["runs"]
     assert all(r["reused"] for r in again) and not any(r["reused"] for r in result["runs"])
     assert {(r["config"], r["seed"]): r["seconds"] for r in again} == first and min(first.values()) > 0
-    # Another schedule in the same folder is refused, naming the folder.
-    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "--output-dir", str(out), *opts[:-1], "5")
+    # Other settings in the same folder are refused, naming the folder, before anything trains.
+    before = sorted(p.name for p in (out / "tiny_bccd" / "seed1").iterdir())
+    proc = run_tool("--configs", TINY_RW, "--seeds", "3", "1", "--output-dir", str(out), *opts, "SOLVER.BASE_LR", "0.02")
     assert proc.returncode != 0 and "holds a finished run of another config" in proc.stderr
+    assert not (out / "tiny_bccd" / "seed3").exists()  # seed 3, planned first, did not train
+    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "--output-dir", str(out), *opts[:-1], "3")
+    assert proc.returncode != 0 and "holds a longer run of this config (4 iterations" in proc.stderr
+    assert sorted(p.name for p in (out / "tiny_bccd" / "seed1").iterdir()) == before
+    # A longer schedule extends the finished run (exact resumption): it ends as a fresh run of
+    # that length would, bit for bit, and its record counts both invocations' time.
+    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "--output-dir", str(out), *opts[:-1], "6")
+    assert proc.returncode == 0 and "Extending" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    fresh = tmp_path / "fresh"
+    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "--output-dir", str(fresh), *opts[:-1], "6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(d / "tiny_bccd" / "seed1" / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+            for d in (out, fresh))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    record = json.loads((out / "tiny_bccd" / "seed1" / "compare_run.json").read_text())
+    assert record["extended_from"] == [4] and record["max_iter"] == 6 and record["seconds"] > first[(TINY_RW, 1)]
 
 
 def test_compare_tool_refuses_bad_input(tmp_path):

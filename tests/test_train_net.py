@@ -143,3 +143,70 @@ def test_cuda_device_without_cuda_fails_clearly_unless_opted_in(monkeypatch, cap
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         config.merge_config(get_cls_cfg(), str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
                             ["MODEL.DEVICE", "cuda"])
+
+
+def final_weights(out):
+    return torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+
+
+def test_resumed_extended_and_evaluated_runs_end_as_the_uninterrupted_run(bccd_root, tmp_path):
+    """--resume continues the data stream and the random draws (rwdet.engine.resume): a run
+    stopped after 2 of 4 iterations and resumed, or trained to 2 and extended to 4 with
+    SOLVER.MAX_ITER 4 --resume, ends with the uninterrupted run's weights, bit for bit; and
+    evaluating during training (which draws from NumPy's generator) changes nothing."""
+    from conftest import write_mini_coco
+
+    json_file, image_root = write_mini_coco(bccd_root, tmp_path / "data", "test", 2)
+    # A warm-up and a step, so that the learning rate differs between iterations.
+    common = ["DATASETS.BCCD_ROOT", str(bccd_root), "SOLVER.CHECKPOINT_PERIOD", "2",
+              "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(3,)",
+              "DATASETS.COCO_JSON", f"[['mini_test', '{json_file}', '{image_root}']]"]
+    run(["--config-file", TINY, *common, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(tmp_path / "full")])
+    full = final_weights(tmp_path / "full")
+
+    # Stopped after iteration 1 (its checkpoint is the last one), then resumed.
+    split = tmp_path / "split"
+    run(["--config-file", TINY, *common, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(split)])
+    (split / "model_final.pth").unlink()
+    (split / "last_checkpoint").write_text("model_0000001.pth")
+    proc = run(["--config-file", TINY, "--resume", *common, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(split)])
+    assert "generators as saved (exactly)" in proc.stdout + proc.stderr
+    # Trained to 2 iterations, then extended to 4.
+    ext = tmp_path / "extended"
+    run(["--config-file", TINY, *common, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(ext)])
+    run(["--config-file", TINY, "--resume", *common, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(ext)])
+    # Evaluated on the mini test set after iterations 1 and 3.
+    run(["--config-file", TINY, *common, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "('mini_test',)",
+         "TEST.EVAL_PERIOD", "2", "OUTPUT_DIR", str(tmp_path / "evaluated")])
+    differ = {}
+    for name in ("split", "extended", "evaluated"):
+        other = final_weights(tmp_path / name)
+        assert other.keys() == full.keys()
+        differ[name] = [k for k in full if not torch.equal(full[k], other[k])]
+    assert not any(differ.values()), {name: f"{len(ks)} tensors differ, e.g. {ks[:2]}" for name, ks in differ.items()}
+
+
+def test_learning_rates_do_not_depend_on_max_iter():
+    """Trainer.build_lr_scheduler: Detectron2's WarmupMultiStepLR rates, the same bit for bit
+    whatever SOLVER.MAX_ITER (Detectron2's own differ in the last bit during warm-up)."""
+    from detectron2.solver import build_lr_scheduler as d2_build
+
+    from rwdet.engine.trainer import Trainer
+
+    def rates(build, max_iter, n=300):
+        cfg = load_config(TINY, ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "(240,)",
+                                 "SOLVER.WARMUP_ITERS", "50", "SOLVER.BASE_LR", "0.01"])
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        sched, out = build(cfg, opt), []
+        for _ in range(n):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    ours = rates(Trainer.build_lr_scheduler, 300)
+    assert ours == rates(Trainer.build_lr_scheduler, 360) == rates(Trainer.build_lr_scheduler, 1000)
+    d2 = rates(d2_build, 300)
+    assert ours == pytest.approx(d2, rel=1e-12, abs=0)  # Detectron2's schedule
+    assert ours[0] == pytest.approx(0.01 * 0.001) and ours[100] == 0.01 and ours[250] == pytest.approx(0.001)
+    assert d2 != rates(d2_build, 360)  # what the horizon avoids

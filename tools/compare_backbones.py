@@ -9,7 +9,8 @@ mean ± std over seeds, seconds per iteration and backbone+FPN FLOPs per backbon
         DATASETS.BCCD_ROOT /path/to/BCCD
 
 Each run is tools/train_net.py (with --resume) in its own process, in
-OUTPUT_DIR/<config name>/seed<s>; a rerun reuses finished runs and resumes unfinished ones.
+OUTPUT_DIR/<config name>/seed<s>; a rerun reuses finished runs and resumes unfinished ones,
+and a larger SOLVER.MAX_ITER extends finished runs (exact resumption: as if trained that long).
 The configs must agree on everything but the backbone (checked before any training). Writes
 OUTPUT_DIR/results.md and results.json. Trailing ``KEY VALUE`` pairs override every run's config.
 """

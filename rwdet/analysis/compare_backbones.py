@@ -27,6 +27,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+import yaml
+
 from ..config import is_randwire, randwire_graph_specs
 from ..engine.defaults import load_config
 from ..graphs import format_setting
@@ -213,7 +216,10 @@ def run_comparison(
     ``(config, s)`` trains in ``output_dir/<config name>/seed<s>`` with ``SEED s`` (Detectron2's
     seed of initialisation, data order and augmentation; the RandWire graphs stay the config's).
     A run whose record ``compare_run.json`` matches the config is reused; an unfinished one
-    resumes from its last checkpoint; a record of another config is refused.
+    resumes from its last checkpoint; a finished run of the same config with a smaller
+    SOLVER.MAX_ITER is extended (trained on with ``--resume``, which continues exactly: the
+    result is that of the longer run; :mod:`rwdet.engine.resume`); a record of another config
+    is refused. Every run is planned, and any refusal raised, before the first one trains.
 
     Args:
         config_files: detection configs, one per backbone (e.g. a RandWire and a ResNet one).
@@ -224,13 +230,15 @@ def run_comparison(
     Returns:
         records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
         "evaluations", "seconds", "reused"}``; seconds is the wall time of training and
-        evaluation, as recorded by the invocation that trained the run (None for a record
-        without it); reused is True for a run finished by an earlier invocation.
+        evaluation, as recorded by the invocations that trained the run (an extended run:
+        their sum; None for a record without it); reused is True for a run finished by an
+        earlier invocation.
 
     Raises:
         ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
             outside their backbones (see :func:`check_same_setup`), bad overrides, or an
-            output directory holding a run of another config.
+            output directory holding a run of another config, a longer run, or a shorter run
+            that cannot be extended exactly.
         FileNotFoundError: a missing config file.
         RuntimeError: a training run failed (the message shows the end of its log).
     """
@@ -249,7 +257,9 @@ def run_comparison(
             raise FileNotFoundError(f"config file {path!r} does not exist")
     base = {path: load_config(path, opts) for path in config_files}
     check_same_setup(base)
-    records = []
+    # Plan every run (reuse, extend or train) before training any, so that a refused run
+    # refuses the whole command before it changes anything.
+    plans = []
     for path, name in zip(config_files, names):
         label = backbone_label(base[path])
         for seed in seeds:
@@ -257,26 +267,95 @@ def run_comparison(
             run_opts = list(opts) + ["SEED", str(int(seed)), "OUTPUT_DIR", run_dir]
             cfg = load_config(path, run_opts)
             record_path = os.path.join(run_dir, RUN_RECORD)
-            seconds, reused = None, os.path.isfile(record_path)
-            if reused:
+            done = None
+            if os.path.isfile(record_path):
                 with open(record_path) as f:
                     done = json.load(f)
-                if done.get("config_hash") != _config_hash(cfg):
-                    raise ValueError(
-                        f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
-                        f"{done.get('opts')}); use another --output-dir or remove that folder"
-                    )
-                seconds = done.get("seconds")
-                logger.info("Reusing %s seed %d (%s)", label, seed, run_dir)
+            plans.append((path, label, seed, run_dir, run_opts, cfg, done, _plan_run(cfg, done, run_dir)))
+    records = []
+    for path, label, seed, run_dir, run_opts, cfg, done, action in plans:
+        if action == "reuse":
+            seconds = done.get("seconds")
+            logger.info("Reusing %s seed %d (%s)", label, seed, run_dir)
+        else:
+            if action == "extend":
+                logger.info("Extending %s seed %d from %d to %d iterations (%s)", label, seed,
+                            _recorded_max_iter(done, run_dir), cfg.SOLVER.MAX_ITER, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
-                seconds = _train(path, run_opts, run_dir)
-                record = {"config": path, "opts": run_opts, "config_hash": _config_hash(cfg), "seconds": seconds}
-                atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=2).encode()))
-            result = read_run(run_dir, cfg.DATASETS.TEST[0])
-            records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
-                            "seconds": seconds, "reused": reused, **result})
+            seconds = _train(path, run_opts, run_dir)
+            record = {"config": path, "opts": run_opts, "config_hash": _config_hash(cfg),
+                      "max_iter": int(cfg.SOLVER.MAX_ITER), "seconds": seconds}
+            if action == "extend":
+                prior = done.get("seconds")
+                record["seconds"] = None if prior is None else prior + seconds
+                record["extended_from"] = done.get("extended_from", []) + [_recorded_max_iter(done, run_dir)]
+                seconds = record["seconds"]
+            atomic_write(os.path.join(run_dir, RUN_RECORD), lambda f, r=record: f.write(json.dumps(r, indent=2).encode()))
+        result = read_run(run_dir, cfg.DATASETS.TEST[0])
+        records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
+                        "seconds": seconds, "reused": action == "reuse", **result})
     return records
+
+
+def _recorded_max_iter(done: dict, run_dir: str) -> int:
+    """SOLVER.MAX_ITER of a finished run: from its record, or (records written before rwdet
+    stored it) from the run's own config.yaml."""
+    if "max_iter" in done:
+        return int(done["max_iter"])
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
+
+
+def _resumes_exactly(run_dir: str) -> bool:
+    """Whether the run's last checkpoint holds the states of an exact resumption
+    (:class:`rwdet.engine.resume.ExactResume`)."""
+    tag = os.path.join(run_dir, "last_checkpoint")
+    if not os.path.isfile(tag):
+        return False
+    with open(tag) as f:
+        path = os.path.join(run_dir, f.read().strip())
+    if not os.path.isfile(path):
+        return False
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return "ExactResume" in ckpt.get("trainer", {}).get("hooks", {})
+
+
+def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
+    """"train" (no record), "reuse" (a record of this config) or "extend" (a record of this
+    config with a smaller SOLVER.MAX_ITER, whose checkpoint resumes exactly: training it on
+    to MAX_ITER ends as a run trained to MAX_ITER from the start would).
+
+    Raises:
+        ValueError: a record of another config, or of a longer run, or of a shorter run that
+            cannot be extended exactly; the message names the folder.
+    """
+    if done is None:
+        return "train"
+    if done.get("config_hash") == _config_hash(cfg):
+        return "reuse"
+    recorded = _recorded_max_iter(done, run_dir)
+    shorter = cfg.clone()
+    shorter.defrost()
+    shorter.SOLVER.MAX_ITER = recorded
+    if done.get("config_hash") != _config_hash(shorter):
+        raise ValueError(
+            f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
+            f"{done.get('opts')}); use another --output-dir or remove that folder"
+        )
+    if recorded > cfg.SOLVER.MAX_ITER:
+        raise ValueError(
+            f"{run_dir} holds a longer run of this config ({recorded} iterations, not "
+            f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}); use another --output-dir or remove that folder"
+        )
+    if not _resumes_exactly(run_dir):
+        raise ValueError(
+            f"{run_dir} holds a {recorded}-iteration run of this config whose checkpoint cannot "
+            f"resume exactly (trained by an rwdet before exact resumption), so extending it to "
+            f"{cfg.SOLVER.MAX_ITER} iterations would not equal a {cfg.SOLVER.MAX_ITER}-iteration "
+            "run; use another --output-dir or remove that folder"
+        )
+    return "extend"
 
 
 def count_flops(config_files: Sequence[str], opts: Sequence[str] = ()) -> Dict[str, dict]:

@@ -7,14 +7,18 @@ import logging
 import os
 from collections import OrderedDict
 
+from detectron2.data import build_detection_train_loader
+from detectron2.data.build import _train_loader_from_config
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
-from detectron2.engine import DefaultTrainer
+from detectron2.solver import build_lr_scheduler
 from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..utils.io import atomic_write
 from .defaults import DeferredWriters
 from .graphs import build_checkpointer, graph_table
+from .resume import ExactResume, ResumableSampler, isolated_rng
 
 __all__ = ["Trainer", "format_results", "save_results"]
 
@@ -36,6 +40,11 @@ class Trainer(DefaultTrainer):
       checkpoint (validation) write nothing to OUTPUT_DIR.
     - Results: after testing, ``OUTPUT_DIR/eval_results.json`` holds every metric, and the log
       shows a table with AP, AP50, AP75 and the per-class AP.
+    - Resumption: ``--resume`` continues the training data stream and the random draws where the
+      checkpoint left them, so a resumed run ends as an uninterrupted one would
+      (:mod:`rwdet.engine.resume`, with its conditions); evaluation draws from a copy of the
+      generators, so ``TEST.EVAL_PERIOD`` does not change training. A run extended with a
+      larger ``SOLVER.MAX_ITER`` and ``--resume`` is a longer run of the same command.
     """
 
     def train(self):
@@ -46,11 +55,60 @@ class Trainer(DefaultTrainer):
         return super().train()
 
     def build_hooks(self):
-        """Detectron2's hooks, with rwdet's checkpointer: ``DefaultTrainer`` built a plain
+        """Detectron2's hooks, with rwdet's checkpointer (``DefaultTrainer`` built a plain
         ``DetectionCheckpointer``; the atomic, graph-checking one replaces it before the
-        ``PeriodicCheckpointer`` hook captures it."""
+        ``PeriodicCheckpointer`` hook captures it) and :class:`~rwdet.engine.resume.ExactResume`
+        (generator states in checkpoints; the data stream and the draws continue on
+        ``--resume``)."""
         self.checkpointer = build_checkpointer(self.cfg, self.checkpointer.model, self)
-        return super().build_hooks()
+        ret = super().build_hooks()
+        # ExactResume captures the generator states just before PeriodicCheckpointer saves them
+        # (main process only) and, on every process, before EvalHook, whose collectives must
+        # not interleave with its all_gather.
+        later = (hooks.PeriodicCheckpointer, hooks.EvalHook, hooks.PeriodicWriter)
+        at = next((i for i, h in enumerate(ret) if isinstance(h, later)), len(ret))
+        sampler = getattr(self.data_loader, "resumable_sampler", None)
+        images = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        ret.insert(at, ExactResume(sampler, images, self.cfg.SOLVER.CHECKPOINT_PERIOD,
+                                   in_process=self.cfg.DATALOADER.NUM_WORKERS == 0))
+        return ret
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """Detectron2's ``WarmupMultiStepLR``, evaluated so that the learning rate of an
+        iteration does not depend on ``SOLVER.MAX_ITER``: built for a horizon of the smallest
+        power of two >= MAX_ITER, so that the fractions ``iteration / horizon`` its
+        schedulers work in are exact in floating point (with MAX_ITER itself, warm-up rates
+        differ in the last bit from one MAX_ITER to another). The rates are Detectron2's
+        (linear or constant warm-up over WARMUP_ITERS, x GAMMA at each of STEPS), so a run
+        extended with a larger MAX_ITER trains as the longer run would. Other schedulers, and
+        a warm-up longer than the run (which Detectron2 shortens to MAX_ITER), are Detectron2's
+        as they are."""
+        solver = cfg.SOLVER
+        if solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or solver.WARMUP_ITERS > solver.MAX_ITER:
+            return super().build_lr_scheduler(cfg, optimizer)
+        late = [s for s in solver.STEPS if s > solver.MAX_ITER]
+        if late:
+            logger.warning("SOLVER.STEPS %s are beyond SOLVER.MAX_ITER %d: never reached", late, solver.MAX_ITER)
+        horizon = cfg.clone()
+        horizon.defrost()
+        horizon.SOLVER.MAX_ITER = 1 << max(0, (solver.MAX_ITER - 1).bit_length())
+        return build_lr_scheduler(horizon, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Detectron2's training loader (same dataset, mapper and sampler as
+        ``build_detection_train_loader(cfg)``), its sampler wrapped in a
+        :class:`~rwdet.engine.resume.ResumableSampler` (attribute ``resumable_sampler`` of the
+        loader) so that ``--resume`` continues the stream."""
+        kwargs = _train_loader_from_config(cfg)  # what build_detection_train_loader(cfg) builds
+        sampler = kwargs["sampler"]
+        if sampler is not None:
+            kwargs["sampler"] = ResumableSampler(sampler)
+        loader = build_detection_train_loader(**kwargs)
+        if sampler is not None:
+            loader.resumable_sampler = kwargs["sampler"]
+        return loader
 
     def build_writers(self):
         """Detectron2's writers, created at their first write (:class:`DeferredWriters`), so
@@ -65,7 +123,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        results = super().test(cfg, model, evaluators)
+        """Detectron2's ``test`` on a copy of the random generators (see the class docstring),
+        then the results table and ``eval_results.json``."""
+        with isolated_rng():
+            results = super().test(cfg, model, evaluators)
         if comm.is_main_process() and results:
             # DefaultTrainer.test unwraps the dict when there is a single test dataset.
             per_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
