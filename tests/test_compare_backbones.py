@@ -52,14 +52,18 @@ def test_summarize_mean_sample_std_and_markdown():
         return {"config": config, "backbone": config.upper(), "seed": seed, "seconds": 1.0,
                 "bbox": {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2, "AP-RBC": ap, "AP-WBC": float("nan")},
                 "sec_per_iter": t, "evaluations": [[9, ap - 1], [19, ap]]}
-    rows = summarize([rec("a", 1, 10.0, 1.0), rec("a", 2, 14.0, 3.0), rec("b", 1, 20.0, 2.0)],
+    diverged = {"config": "a", "backbone": "A", "seed": 3, "seconds": 1.0, "bbox": {}, "sec_per_iter": float("nan"),
+                "evaluations": [], "diverged_at": 41}
+    rows = summarize([rec("a", 1, 10.0, 1.0), rec("a", 2, 14.0, 3.0), diverged, rec("b", 1, 20.0, 2.0)],
                      {"a": {"flops": 2.5e9, "params": 3e6, "input_shape": [1, 3, 320, 448]}})
     a, b = rows
     assert a["metrics"]["AP"]["mean"] == 12.0 and abs(a["metrics"]["AP"]["std"] - 2.8284271) < 1e-6
     assert a["sec_per_iter"]["mean"] == 2.0 and a["seeds"] == [1, 2] and a["last_evaluations"][0] == [[9, 9.0], [19, 10.0]]
+    assert a["n"] == 2 and a["diverged"] == {3: 41} and b["diverged"] == {}  # left out of the statistics
     text = format_markdown(rows)
-    assert "| A | `a` | 1,2 | 12.00 ± 2.83 | 24.00 ± 5.66 | 6.00 ± 1.41 | 12.00 ± 2.83 | - | 2.000 ± 1.414 | 2.50 (320x448) | 3.00 |" in text
-    assert "| B | `b` | 1 | 20.00 ± - |" in text
+    assert ("| A | `a` | 1,2 | seed 3 (iteration 41) | 12.00 ± 2.83 | 24.00 ± 5.66 | 6.00 ± 1.41 | 12.00 ± 2.83 | - "
+            "| 2.000 ± 1.414 | 2.50 (320x448) | 3.00 |") in text
+    assert "| B | `b` | 1 | - | 20.00 ± - |" in text
 
 
 def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
@@ -116,3 +120,24 @@ def test_compare_tool_refuses_bad_input(tmp_path):
     assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "does not exist" in proc.stderr
     proc = run_tool("--configs", TINY_RW, TINY_R18, "--output-dir", str(tmp_path), "SOLVER.BASE_LR")
     assert proc.returncode == 2 and "KEY VALUE" in proc.stderr
+
+
+def test_a_diverging_run_is_recorded_and_the_comparison_goes_on(bccd_root, tmp_path):
+    """A learning rate that blows the tiny detector up: Detectron2 stops the run on NaN; the tool
+    records where, leaves it out of the statistics, trains the next run, and reuses the record."""
+    json_file, image_root = write_mini_coco(bccd_root, tmp_path / "data", "test", 2)
+    out = tmp_path / "cmp"
+    opts = ["DATASETS.BCCD_ROOT", str(bccd_root), "DATASETS.COCO_JSON", f"[['mini_test', '{json_file}', '{image_root}']]",
+            "DATASETS.TEST", "('mini_test',)", "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "1e6"]
+    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "2", "--output-dir", str(out), *opts)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    runs = result["runs"]
+    assert [r["seed"] for r in runs] == [1, 2] and all(r["diverged_at"] is not None for r in runs)
+    (row,) = result["backbones"]
+    assert row["n"] == 0 and set(row["diverged"]) == {"1", "2"}  # JSON keys
+    assert "seed 1 (iteration" in (out / "results.md").read_text()
+    record = json.loads((out / "tiny_bccd" / "seed1" / "compare_run.json").read_text())
+    assert record["diverged_at"] == runs[0]["diverged_at"]
+    proc = run_tool("--configs", TINY_RW, "--seeds", "1", "2", "--output-dir", str(out), *opts)
+    assert proc.returncode == 0 and "(0 trained now" in proc.stdout

@@ -38,6 +38,7 @@ from .flops import count_detector
 
 __all__ = [
     "BACKBONE_KEYS",
+    "TrainingDiverged",
     "backbone_label",
     "backbone_norm",
     "check_same_setup",
@@ -200,8 +201,39 @@ def _train(config_file: str, opts: Sequence[str], run_dir: str) -> float:
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = f.read()[-3000:]
+        if any(m in tail for m in DIVERGED_MESSAGES):
+            raise TrainingDiverged(run_dir, _last_iteration(run_dir), seconds)
         raise RuntimeError(f"training run {run_dir} failed (exit {proc.returncode}); end of {log_path}:\n{tail}")
     return seconds
+
+
+#: Detectron2's messages when a run diverges (SimpleTrainer's loss check; the RPN's box check).
+DIVERGED_MESSAGES = ("Loss became infinite or NaN", "Training has diverged")
+
+
+class TrainingDiverged(RuntimeError):
+    """A training run stopped because its loss or predictions became NaN or infinite.
+
+    Attributes:
+        run_dir: the run's folder.
+        iteration: the last iteration logged to its metrics.json (-1 if none).
+        seconds: wall time of the failed invocation.
+    """
+
+    def __init__(self, run_dir: str, iteration: int, seconds: float):
+        super().__init__(f"training run {run_dir} diverged (NaN or infinite) at iteration {iteration}")
+        self.run_dir, self.iteration, self.seconds = run_dir, iteration, seconds
+
+
+def _last_iteration(run_dir: str) -> int:
+    """The last iteration in the run's metrics.json, or -1."""
+    last = -1
+    path = os.path.join(run_dir, "metrics.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                last = max(last, int(json.loads(line).get("iteration", -1)))
+    return last
 
 
 def run_comparison(
@@ -229,7 +261,9 @@ def run_comparison(
 
     Returns:
         records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
-        "evaluations", "seconds", "reused"}``; seconds is the wall time of training and
+        "evaluations", "seconds", "reused", "diverged_at"}``; diverged_at is the iteration at
+        which a run's loss or predictions became NaN or infinite (Detectron2 stops it; its
+        bbox is then empty and the comparison goes on), else None; seconds is the wall time of training and
         evaluation, as recorded by the invocations that trained the run (an extended run:
         their sum; None for a record without it); reused is True for a run finished by an
         earlier invocation.
@@ -240,7 +274,8 @@ def run_comparison(
             output directory holding a run of another config, a longer run, or a shorter run
             that cannot be extended exactly.
         FileNotFoundError: a missing config file.
-        RuntimeError: a training run failed (the message shows the end of its log).
+        RuntimeError: a training run failed for another reason than divergence (the message
+            shows the end of its log).
     """
     if not config_files:
         raise ValueError("no configs given; e.g. configs/bccd/faster_rcnn_randwire_ws_small_bccd.yaml "
@@ -274,27 +309,38 @@ def run_comparison(
             plans.append((path, label, seed, run_dir, run_opts, cfg, done, _plan_run(cfg, done, run_dir)))
     records = []
     for path, label, seed, run_dir, run_opts, cfg, done, action in plans:
+        diverged_at = done.get("diverged_at") if action == "reuse" else None
         if action == "reuse":
             seconds = done.get("seconds")
-            logger.info("Reusing %s seed %d (%s)", label, seed, run_dir)
+            logger.info("Reusing %s seed %d (%s)%s", label, seed, run_dir,
+                        "" if diverged_at is None else f": diverged at iteration {diverged_at}")
         else:
             if action == "extend":
                 logger.info("Extending %s seed %d from %d to %d iterations (%s)", label, seed,
                             _recorded_max_iter(done, run_dir), cfg.SOLVER.MAX_ITER, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
-            seconds = _train(path, run_opts, run_dir)
+            try:
+                seconds = _train(path, run_opts, run_dir)
+            except TrainingDiverged as e:
+                logger.warning("%s; the comparison goes on without it", e)
+                seconds, diverged_at = e.seconds, e.iteration
             record = {"config": path, "opts": run_opts, "config_hash": _config_hash(cfg),
                       "max_iter": int(cfg.SOLVER.MAX_ITER), "seconds": seconds}
+            if diverged_at is not None:
+                record["diverged_at"] = diverged_at
             if action == "extend":
                 prior = done.get("seconds")
                 record["seconds"] = None if prior is None else prior + seconds
                 record["extended_from"] = done.get("extended_from", []) + [_recorded_max_iter(done, run_dir)]
                 seconds = record["seconds"]
             atomic_write(os.path.join(run_dir, RUN_RECORD), lambda f, r=record: f.write(json.dumps(r, indent=2).encode()))
-        result = read_run(run_dir, cfg.DATASETS.TEST[0])
+        if diverged_at is None:
+            result = read_run(run_dir, cfg.DATASETS.TEST[0])
+        else:
+            result = {"bbox": {}, "sec_per_iter": math.nan, "evaluations": []}
         records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
-                        "seconds": seconds, "reused": action == "reuse", **result})
+                        "seconds": seconds, "reused": action == "reuse", "diverged_at": diverged_at, **result})
     return records
 
 
@@ -343,6 +389,8 @@ def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
             f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
             f"{done.get('opts')}); use another --output-dir or remove that folder"
         )
+    if done.get("diverged_at") is not None:
+        return "reuse"  # the longer run repeats the shorter one's iterations, so diverges alike
     if recorded > cfg.SOLVER.MAX_ITER:
         raise ValueError(
             f"{run_dir} holds a longer run of this config ({recorded} iterations, not "
@@ -392,12 +440,13 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
             multiply-adds, whole-detector parameters, counted (1, 3, H, W)).
 
     Returns:
-        rows ``{"config", "backbone", "seeds", "n", "metrics": {name: {"mean", "std",
+        rows ``{"config", "backbone", "seeds", "n", "diverged", "metrics": {name: {"mean", "std",
         "per_seed"}}, "sec_per_iter": {"mean", "std", "per_seed"}, "last_evaluations":
         [[iteration, AP], ...] per seed (the last two), "flops", "params", "input_shape"}``;
         metric names are AP, AP50, AP75 and AP-<class> (COCO AP in percent). The std is the
         sample one (n - 1), NaN with one seed; NaN values (a class absent from the test set)
-        are left out of the mean.
+        are left out of the mean. Runs that diverged are left out of seeds, n and every
+        statistic, and listed in "diverged" as ``{seed: iteration}``.
     """
     rows: Dict[str, dict] = {}
     for r in records:
@@ -405,8 +454,10 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
         row["runs"].append(r)
     out = []
     for row in rows.values():
-        runs = row.pop("runs")
-        keys = ["AP", "AP50", "AP75"] + [k for k in runs[0]["bbox"] if k.startswith("AP-")]
+        every = row.pop("runs")
+        diverged = {r["seed"]: r["diverged_at"] for r in every if r.get("diverged_at") is not None}
+        runs = [r for r in every if r.get("diverged_at") is None]
+        keys = ["AP", "AP50", "AP75"] + [k for k in (runs[0]["bbox"] if runs else {}) if k.startswith("AP-")]
         metrics = {}
         for k in keys:
             per_seed = [r["bbox"].get(k, math.nan) for r in runs]
@@ -416,7 +467,7 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
         mean, std = _mean_std(times)
         count = (flops or {}).get(row["config"], {})
         out.append({
-            **row, "seeds": [r["seed"] for r in runs], "n": len(runs), "metrics": metrics,
+            **row, "seeds": [r["seed"] for r in runs], "n": len(runs), "diverged": diverged, "metrics": metrics,
             "sec_per_iter": {"mean": mean, "std": std, "per_seed": times},
             "last_evaluations": [r["evaluations"][-2:] for r in runs],
             "flops": count.get("flops"), "params": count.get("params"), "input_shape": count.get("input_shape"),
@@ -432,17 +483,19 @@ def _pm(stat: dict, digits: int = 2) -> str:
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
-    """A Markdown table, one row per backbone: backbone | config | seeds | AP | AP50 | AP75 |
+    """A Markdown table, one row per backbone: backbone | config | seeds | diverged (seeds whose
+    run diverged, left out of the statistics, with the iteration) | AP | AP50 | AP75 |
     AP of each class (mean ± std over seeds, COCO AP in percent) | s/iter (mean ± std) |
     backbone+FPN GFLOPs (at the counted input) | params (M, whole detector)."""
     classes = []
     for r in rows:
         classes += [k for k in r["metrics"] if k.startswith("AP-") and k not in classes]
     cols = ["AP", "AP50", "AP75"] + classes
-    head = ["backbone", "config", "seeds", *cols, "s/iter", "backbone+FPN GFLOPs", "params (M)"]
+    head = ["backbone", "config", "seeds", "diverged", *cols, "s/iter", "backbone+FPN GFLOPs", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["backbone"], f"`{os.path.basename(r['config'])}`", ",".join(map(str, r["seeds"]))]
+        diverged = ", ".join(f"seed {s} (iteration {i})" for s, i in sorted(r.get("diverged", {}).items())) or "-"
+        cells = [r["backbone"], f"`{os.path.basename(r['config'])}`", ",".join(map(str, r["seeds"])) or "-", diverged]
         cells += [_pm(r["metrics"][c]) if c in r["metrics"] else "-" for c in cols]
         cells.append(_pm(r["sec_per_iter"], 3))
         if r["flops"] is None:
