@@ -81,18 +81,20 @@ class Trainer(DefaultTrainer):
         schedulers work in are exact in floating point (with MAX_ITER itself, warm-up rates
         differ in the last bit from one MAX_ITER to another). The rates are Detectron2's
         (linear or constant warm-up over WARMUP_ITERS, x GAMMA at each of STEPS), so a run
-        extended with a larger MAX_ITER trains as the longer run would. Other schedulers, and
-        a warm-up longer than the run (which Detectron2 shortens to MAX_ITER), are Detectron2's
-        as they are."""
+        extended with a larger MAX_ITER trains as the longer run would. Other schedulers, a
+        warm-up longer than the run (which Detectron2 shortens to MAX_ITER), and runs over
+        2**19 iterations are Detectron2's as they are."""
         solver = cfg.SOLVER
-        if solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or solver.WARMUP_ITERS > solver.MAX_ITER:
+        horizon_iters = 1 << max(0, (solver.MAX_ITER - 1).bit_length())
+        if (solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or solver.WARMUP_ITERS > solver.MAX_ITER
+                or horizon_iters >= 10**6):  # fvcore's multi-step adds 1e-6 x horizon to each iteration
             return super().build_lr_scheduler(cfg, optimizer)
         late = [s for s in solver.STEPS if s > solver.MAX_ITER]
         if late:
             logger.warning("SOLVER.STEPS %s are beyond SOLVER.MAX_ITER %d: never reached", late, solver.MAX_ITER)
         horizon = cfg.clone()
         horizon.defrost()
-        horizon.SOLVER.MAX_ITER = 1 << max(0, (solver.MAX_ITER - 1).bit_length())
+        horizon.SOLVER.MAX_ITER = horizon_iters
         return build_lr_scheduler(horizon, optimizer)
 
     @classmethod
