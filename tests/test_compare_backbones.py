@@ -141,3 +141,19 @@ def test_a_diverging_run_is_recorded_and_the_comparison_goes_on(bccd_root, tmp_p
     assert record["diverged_at"] == runs[0]["diverged_at"]
     proc = run_tool("--configs", TINY_RW, "--seeds", "1", "2", "--output-dir", str(out), *opts)
     assert proc.returncode == 0 and "(0 trained now" in proc.stdout
+
+
+def test_a_diverged_record_stands_for_the_runs_that_reach_its_iteration(tmp_path):
+    """A run that diverged at iteration 250 of 300 stands for any run of that config long
+    enough to reach iteration 250; a shorter one is not that run (refused as a longer run)."""
+    from rwdet.analysis.compare_backbones import _config_hash, _plan_run
+
+    def cfg(max_iter):
+        return load_config(TINY_RW, ["SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", str(tmp_path)])
+
+    done = {"config_hash": _config_hash(cfg(300)), "max_iter": 300, "diverged_at": 250}
+    assert _plan_run(cfg(300), done, str(tmp_path)) == "reuse"
+    assert _plan_run(cfg(251), done, str(tmp_path)) == "reuse"
+    assert _plan_run(cfg(400), done, str(tmp_path)) == "reuse"
+    with pytest.raises(ValueError, match="holds a longer run of this config"):
+        _plan_run(cfg(250), done, str(tmp_path))

@@ -368,9 +368,10 @@ def _resumes_exactly(run_dir: str) -> bool:
 
 
 def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
-    """"train" (no record), "reuse" (a record of this config) or "extend" (a record of this
-    config with a smaller SOLVER.MAX_ITER, whose checkpoint resumes exactly: training it on
-    to MAX_ITER ends as a run trained to MAX_ITER from the start would).
+    """"train" (no record), "reuse" (a record of this config, or of the same config with
+    another SOLVER.MAX_ITER whose run diverged before this MAX_ITER) or "extend" (a record of
+    this config with a smaller SOLVER.MAX_ITER, whose checkpoint resumes exactly: training it
+    on to MAX_ITER ends as a run trained to MAX_ITER from the start would).
 
     Raises:
         ValueError: a record of another config, or of a longer run, or of a shorter run that
@@ -389,8 +390,8 @@ def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
             f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
             f"{done.get('opts')}); use another --output-dir or remove that folder"
         )
-    if done.get("diverged_at") is not None:
-        return "reuse"  # the longer run repeats the shorter one's iterations, so diverges alike
+    if done.get("diverged_at") is not None and done["diverged_at"] < cfg.SOLVER.MAX_ITER:
+        return "reuse"  # this run repeats the recorded one's iterations, so diverges alike
     if recorded > cfg.SOLVER.MAX_ITER:
         raise ValueError(
             f"{run_dir} holds a longer run of this config ({recorded} iterations, not "
