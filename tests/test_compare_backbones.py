@@ -152,8 +152,8 @@ def test_a_diverged_record_stands_for_the_runs_that_reach_its_iteration(tmp_path
         return load_config(TINY_RW, ["SOLVER.MAX_ITER", str(max_iter), "OUTPUT_DIR", str(tmp_path)])
 
     done = {"config_hash": _config_hash(cfg(300)), "max_iter": 300, "diverged_at": 250}
-    assert _plan_run(cfg(300), done, str(tmp_path)) == "reuse"
-    assert _plan_run(cfg(251), done, str(tmp_path)) == "reuse"
-    assert _plan_run(cfg(400), done, str(tmp_path)) == "reuse"
+    assert _plan_run(cfg(300), done, str(tmp_path)) == ("reuse", None)
+    assert _plan_run(cfg(251), done, str(tmp_path)) == ("reuse", 300)
+    assert _plan_run(cfg(400), done, str(tmp_path)) == ("reuse", 300)
     with pytest.raises(ValueError, match="holds a longer run of this config"):
         _plan_run(cfg(250), done, str(tmp_path))

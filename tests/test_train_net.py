@@ -83,6 +83,10 @@ def losses(out):
     return [(r["iteration"], r.get("total_loss"), r.get("loss_cls")) for r in rows if "total_loss" in r]
 
 
+def final_weights(out):
+    return torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+
+
 def test_same_seed_same_command_gives_the_same_ap_and_losses(bccd_root, tmp_path):
     from conftest import write_mini_coco
 
@@ -96,7 +100,7 @@ def test_same_seed_same_command_gives_the_same_ap_and_losses(bccd_root, tmp_path
     assert "AP" in ra["mini_test"]["bbox"]
     assert ra == rb  # equal AP (every metric), bit for bit
     assert losses(tmp_path / "a") == losses(tmp_path / "b") and losses(tmp_path / "a")
-    wa, wb = (torch.load(tmp_path / n / "model_final.pth", map_location="cpu", weights_only=False)["model"] for n in "ab")
+    wa, wb = (final_weights(tmp_path / n) for n in "ab")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -144,9 +148,6 @@ def test_cuda_device_without_cuda_fails_clearly_unless_opted_in(monkeypatch, cap
         config.merge_config(get_cls_cfg(), str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
                             ["MODEL.DEVICE", "cuda"])
 
-
-def final_weights(out):
-    return torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
 
 
 def test_resumed_extended_and_evaluated_runs_end_as_the_uninterrupted_run(bccd_root, tmp_path):

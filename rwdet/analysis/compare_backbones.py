@@ -306,9 +306,9 @@ def run_comparison(
             if os.path.isfile(record_path):
                 with open(record_path) as f:
                     done = json.load(f)
-            plans.append((path, label, seed, run_dir, run_opts, cfg, done, _plan_run(cfg, done, run_dir)))
+            plans.append((path, label, seed, run_dir, run_opts, cfg, done, *_plan_run(cfg, done, run_dir)))
     records = []
-    for path, label, seed, run_dir, run_opts, cfg, done, action in plans:
+    for path, label, seed, run_dir, run_opts, cfg, done, action, recorded in plans:
         diverged_at = done.get("diverged_at") if action == "reuse" else None
         if action == "reuse":
             seconds = done.get("seconds")
@@ -317,7 +317,7 @@ def run_comparison(
         else:
             if action == "extend":
                 logger.info("Extending %s seed %d from %d to %d iterations (%s)", label, seed,
-                            _recorded_max_iter(done, run_dir), cfg.SOLVER.MAX_ITER, run_dir)
+                            recorded, cfg.SOLVER.MAX_ITER, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
             try:
@@ -332,7 +332,7 @@ def run_comparison(
             if action == "extend":
                 prior = done.get("seconds")
                 record["seconds"] = None if prior is None else prior + seconds
-                record["extended_from"] = done.get("extended_from", []) + [_recorded_max_iter(done, run_dir)]
+                record["extended_from"] = done.get("extended_from", []) + [recorded]
                 seconds = record["seconds"]
             atomic_write(os.path.join(run_dir, RUN_RECORD), lambda f, r=record: f.write(json.dumps(r, indent=2).encode()))
         if diverged_at is None:
@@ -367,20 +367,21 @@ def _resumes_exactly(run_dir: str) -> bool:
     return "ExactResume" in ckpt.get("trainer", {}).get("hooks", {})
 
 
-def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
-    """"train" (no record), "reuse" (a record of this config, or of the same config with
-    another SOLVER.MAX_ITER whose run diverged before this MAX_ITER) or "extend" (a record of
-    this config with a smaller SOLVER.MAX_ITER, whose checkpoint resumes exactly: training it
-    on to MAX_ITER ends as a run trained to MAX_ITER from the start would).
+def _plan_run(cfg, done: Optional[dict], run_dir: str) -> Tuple[str, Optional[int]]:
+    """What to do with one run, and the recorded run's SOLVER.MAX_ITER (None when not needed):
+    "train" (no record), "reuse" (a record of this config, or of the same config with another
+    SOLVER.MAX_ITER whose run diverged before this MAX_ITER) or "extend" (a record of this
+    config with a smaller SOLVER.MAX_ITER, whose checkpoint resumes exactly: training it on to
+    MAX_ITER ends as a run trained to MAX_ITER from the start would).
 
     Raises:
         ValueError: a record of another config, or of a longer run, or of a shorter run that
             cannot be extended exactly; the message names the folder.
     """
     if done is None:
-        return "train"
+        return "train", None
     if done.get("config_hash") == _config_hash(cfg):
-        return "reuse"
+        return "reuse", None
     recorded = _recorded_max_iter(done, run_dir)
     shorter = cfg.clone()
     shorter.defrost()
@@ -391,7 +392,7 @@ def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
             f"{done.get('opts')}); use another --output-dir or remove that folder"
         )
     if done.get("diverged_at") is not None and done["diverged_at"] < cfg.SOLVER.MAX_ITER:
-        return "reuse"  # this run repeats the recorded one's iterations, so diverges alike
+        return "reuse", recorded  # this run repeats the recorded one's iterations, so diverges alike
     if recorded > cfg.SOLVER.MAX_ITER:
         raise ValueError(
             f"{run_dir} holds a longer run of this config ({recorded} iterations, not "
@@ -404,7 +405,7 @@ def _plan_run(cfg, done: Optional[dict], run_dir: str) -> str:
             f"{cfg.SOLVER.MAX_ITER} iterations would not equal a {cfg.SOLVER.MAX_ITER}-iteration "
             "run; use another --output-dir or remove that folder"
         )
-    return "extend"
+    return "extend", recorded
 
 
 def count_flops(config_files: Sequence[str], opts: Sequence[str] = ()) -> Dict[str, dict]:
