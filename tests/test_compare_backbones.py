@@ -122,6 +122,24 @@ def test_compare_tool_refuses_bad_input(tmp_path):
     assert proc.returncode == 2 and "KEY VALUE" in proc.stderr
 
 
+def test_overrides_may_follow_the_configs():
+    # Detectron2's tools take KEY VALUE last; after --configs argparse would read them as configs.
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import compare_backbones
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    opts = ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)"]
+    last = compare_backbones.parse_args(["--seeds", "1", "2", "--output-dir", "o", "--configs", TINY_RW, TINY_R18, *opts])
+    first = compare_backbones.parse_args(["--configs", TINY_RW, TINY_R18, "--seeds", "1", "2", "--output-dir", "o", *opts])
+    for args in (last, first):
+        assert args.configs == [TINY_RW, TINY_R18] and args.opts == opts and args.seeds == [1, 2]
+    with pytest.raises(SystemExit):  # a YAML name that is not there is still a missing config
+        compare_backbones.parse_args(["--output-dir", "o", "--configs", TINY_RW, "nope.yaml", *opts])
+    with pytest.raises(SystemExit):
+        compare_backbones.parse_args(["--output-dir", "o", "--configs", *opts])
+
+
 def test_a_diverging_run_is_recorded_and_the_comparison_goes_on(bccd_root, tmp_path):
     """A learning rate that blows the tiny detector up: Detectron2 stops the run on NaN; the tool
     records where, leaves it out of the statistics, trains the next run, and reuses the record."""
