@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,7 +16,7 @@ from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 __all__ = [
     "REGIMES", "add_randwire_config", "add_randwire_model_config", "backbone_freeze_at", "is_randwire", "regime_of",
     "randwire_graph_specs", "randwire_stage_specs", "freeze_graph_specs",
-    "CPU_FALLBACK_ENV", "default_device", "merge_config",
+    "CPU_FALLBACK_ENV", "default_device", "merge_config", "CONFIG_KEY", "split_trailing_overrides",
 ]
 
 #: Regime name -> the stages that are random graphs (paper table 1).
@@ -41,6 +42,33 @@ def default_device() -> str:
     either machine. A config that names "cuda" still fails without CUDA (:func:`merge_config`).
     """
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+#: A config key as written on a command line, e.g. MODEL.WEIGHTS or SOLVER.MAX_ITER.
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def split_trailing_overrides(items: Sequence[str], opts: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Give back the ``KEY VALUE`` overrides that a list option swallowed.
+
+    An argparse option with ``nargs="+"`` (``--input a.jpg MODEL.WEIGHTS w.pth``, ``--configs
+    a.yaml SOLVER.MAX_ITER 300``) takes the trailing overrides, as Detectron2's tools write them,
+    into its list. They start at the first item that is an upper-case dotted config key
+    (:data:`CONFIG_KEY`).
+
+    Args:
+        items: the option's values as argparse parsed them.
+        opts: the overrides argparse found after the other options.
+
+    Returns:
+        ``(items before the first key, the items from it on followed by opts)``; ``(items, opts)``
+        unchanged (as lists) when no item is a key.
+    """
+    items = list(items)
+    for i, item in enumerate(items):
+        if CONFIG_KEY.match(item):
+            return items[:i], items[i:] + list(opts)
+    return items, list(opts)
 
 
 def merge_config(cfg: CN, config_file: str, opts: Sequence[str] = ()) -> CN:

@@ -29,13 +29,10 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", required=True, help="root of the runs and of the results")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
-    # `--configs a.yaml b.yaml KEY VALUE ...` (overrides last, as in Detectron2's tools):
-    # argparse gives --configs (nargs="+") the overrides too. They start at the first entry
-    # that is neither a YAML file name nor an existing file.
-    for i, c in enumerate(args.configs):
-        if not c.endswith((".yaml", ".yml")) and not os.path.isfile(c):
-            args.configs, args.opts = args.configs[:i], args.configs[i:] + args.opts
-            break
+    from rwdet.config import split_trailing_overrides
+
+    # `--configs a.yaml b.yaml KEY VALUE ...` (overrides last, as in Detectron2's tools)
+    args.configs, args.opts = split_trailing_overrides(args.configs, args.opts)
     if not args.configs:
         p.error(f"--configs: no config file given before the overrides {args.opts}")
     for c in args.configs:

@@ -15,7 +15,6 @@ DATASETS.COCO_JSON as tools/train_net.py does).
 
 import argparse
 import os
-import re
 import sys
 
 
@@ -34,21 +33,6 @@ def get_parser():
     return p
 
 
-#: A config key such as MODEL.WEIGHTS: where the overrides begin when they follow --input's files.
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-
-
-def split_overrides(args):
-    """Move trailing KEY VALUE pairs that ``--input``'s ``nargs="+"`` swallowed (``--input a.jpg
-    MODEL.WEIGHTS w.pth``) into ``args.opts``: they start at the first upper-case dotted key."""
-    for i, item in enumerate(args.input):
-        if _KEY.match(item):
-            args.opts = args.input[i:] + list(args.opts)
-            args.input = args.input[:i]
-            break
-    return args
-
-
 def setup_cfg(args):
     """The frozen config: --config-file, the overrides, then --confidence-threshold as every
     head's test score threshold (as Detectron2's demo). Raises as ``load_config``."""
@@ -64,10 +48,13 @@ def setup_cfg(args):
 def main(argv=None):
     """Check the arguments (exit 2 with a message on bad ones), then draw every input; returns 0."""
     from rwdet.engine.demo import expand_inputs, run_demo  # first: rwdet's warning filter precedes detectron2
+    from rwdet.config import split_trailing_overrides
     from detectron2.utils.logger import setup_logger
 
     parser = get_parser()
-    args = split_overrides(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    # `--input a.jpg MODEL.WEIGHTS w.pth`: the overrides that --input swallowed
+    args.input, args.opts = split_trailing_overrides(args.input, args.opts)
     if not 0.0 <= args.confidence_threshold <= 1.0:
         parser.error(f"--confidence-threshold {args.confidence_threshold} is outside [0, 1]")
     if not os.path.isfile(args.config_file):
