@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_mini_coco
-from rwdet.analysis.compare_backbones import check_same_setup, format_markdown, summarize
+from rwdet.analysis.compare_backbones import check_same_setup, format_markdown, format_runs_markdown, summarize
 from rwdet.engine.defaults import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +64,11 @@ def test_summarize_mean_sample_std_and_markdown():
     assert ("| A | `a` | 1,2 | seed 3 (iteration 41) | 12.00 ± 2.83 | 24.00 ± 5.66 | 6.00 ± 1.41 | 12.00 ± 2.83 | - "
             "| 2.000 ± 1.414 | 2.50 (320x448) | 3.00 |") in text
     assert "| B | `b` | 1 | - | 20.00 ± - |" in text
+    runs = format_runs_markdown([rec("a", 1, 10.0, 1.0), diverged]).splitlines()
+    assert runs[0] == ("| backbone | seed | AP | AP50 | AP75 | AP-RBC | AP-WBC | evaluations (iteration: AP) | "
+                       "last step | s/iter | minutes |")
+    assert runs[2] == "| A | 1 | 10.00 | 20.00 | 5.00 | 10.00 | - | 9: 9.00, 19: 10.00 | +1.00 | 1.00 | 0.0 |"
+    assert runs[3].startswith("| A | 3 | diverged at iteration 41 |") and runs[3].count("|") == runs[0].count("|")
 
 
 def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
@@ -85,6 +90,7 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     assert (out / "tiny_bccd_resnet" / "seed2" / "eval_results.json").is_file()
     md = (out / "results.md").read_text()
     assert "| ResNet-18 | `tiny_bccd_resnet.yaml` | 1,2 |" in md and "s/iter" in md
+    assert md.split("Per run:")[1].count("| ResNet-18 | ") == 2  # one row per seed
     # A rerun trains nothing: every run is reused.
     proc = run_tool("--configs", TINY_RW, TINY_R18, "--seeds", "1", "2", "--output-dir", str(out), *opts)
     assert proc.returncode == 0 and "(0 trained now" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -44,6 +44,7 @@ __all__ = [
     "check_same_setup",
     "count_flops",
     "format_markdown",
+    "format_runs_markdown",
     "read_run",
     "run_comparison",
     "summarize",
@@ -509,14 +510,52 @@ def format_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_runs_markdown(records: Sequence[dict]) -> str:
+    """A Markdown table, one row per run, to check that AP has settled: backbone | seed | AP |
+    AP50 | AP75 | AP of each class (COCO AP in percent) | every evaluation during training as
+    ``iteration: AP`` (the iteration as Detectron2 logs it: the 0-based index of the step just
+    done for a periodic evaluation, the run's length for the final one) | last step (AP of the
+    last evaluation minus the one before; a clearly positive step means AP was still climbing) |
+    s/iter | minutes (the run's recorded training and evaluation time).
+
+    Args:
+        records: from :func:`run_comparison`, in their order; a diverged run gets one row that
+            names the iteration.
+    """
+    classes = []
+    for r in records:
+        classes += [k for k in r.get("bbox", {}) if k.startswith("AP-") and k not in classes]
+    cols = ["AP", "AP50", "AP75"] + classes
+    head = ["backbone", "seed", *cols, "evaluations (iteration: AP)", "last step", "s/iter", "minutes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def num(x, fmt=".2f"):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+    for r in records:
+        cells = [r["backbone"], str(r["seed"])]
+        if r.get("diverged_at") is not None:
+            cells += [f"diverged at iteration {r['diverged_at']}"] + [""] * (len(head) - 3)
+        else:
+            evals = r.get("evaluations") or []
+            step = evals[-1][1] - evals[-2][1] if len(evals) > 1 else None
+            cells += [num(r["bbox"].get(c)) for c in cols]
+            cells += [", ".join(f"{i}: {ap:.2f}" for i, ap in evals) or "-", num(step, "+.2f"),
+                      num(r.get("sec_per_iter")), num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(rows: Sequence[dict], records: Sequence[dict], output_dir: str,
                   header: str = "") -> Dict[str, str]:
-    """Write ``results.md`` (``header`` then :func:`format_markdown`) and ``results.json``
+    """Write ``results.md`` (``header``, :func:`format_markdown`, then under "Per run"
+    :func:`format_runs_markdown`) and ``results.json``
     (``{"backbones": rows, "runs": records}``, NaN as null) into ``output_dir`` (atomically);
     return their paths by kind ("markdown", "json")."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {"markdown": os.path.join(output_dir, "results.md"), "json": os.path.join(output_dir, "results.json")}
-    text = (header.rstrip() + "\n\n" if header else "") + format_markdown(rows)
+    text = ((header.rstrip() + "\n\n" if header else "") + format_markdown(rows)
+            + "\nPer run:\n\n" + format_runs_markdown(records))
     atomic_write(paths["markdown"], lambda f: f.write(text.encode()))
 
     def clean(x):
