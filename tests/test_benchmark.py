@@ -119,11 +119,35 @@ def test_model_bench_folds_bn_for_inference_only(deploy):
         bench.train_round()
 
 
+def test_channels_last_gives_both_sides_nhwc_weights_and_maps_and_the_same_outputs():
+    nchw, nhwc = (default_setup("cpu", channels_last=cl, flops=False, **TINY) for cl in (False, True))
+    pair = pair_specs(nhwc)["cls_small"]
+    for side in pair.sides:
+        ref, bench = ModelBench(side, pair, nchw), ModelBench(side, pair, nhwc)  # same seed, same weights
+        assert bench.x.is_contiguous(memory_format=torch.channels_last) and not bench.x.is_contiguous()
+        convs = [m for m in bench.model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+        assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+        for b in (ref, bench):
+            b.deploy()
+        assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in bench.model.modules()
+                   if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))  # the fold keeps NHWC
+        with torch.no_grad():
+            torch.testing.assert_close(bench.model(bench.x), ref.model(ref.x), rtol=1e-4, atol=1e-4)
+    # a detector: weights NHWC, so its backbone's maps are NHWC from the images Detectron2 batches
+    pair = pair_specs(nhwc)["det_trainable"]
+    bench = ModelBench(pair.sides[0], pair, nhwc)
+    with torch.no_grad():
+        images = bench.model.preprocess_image(bench.infer_inputs).tensor
+        feats = bench.model.backbone(images)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats.values())
+    assert bench.train_round()["images_per_s"] > 0
+
+
 def test_cli_writes_the_json_with_interleaved_rounds(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
            "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "3", "--threads", "1",
-           "--no-flops", "--json", str(out)]
+           "--no-flops", "--profile", "--json", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,6 +169,15 @@ def test_cli_writes_the_json_with_interleaved_rounds(tmp_path):
         assert s["median"]["train_images_per_s"] > 0 and s["median"]["infer_images_per_s"] > 0
         assert all(r["norm_layers_after"] < r["norm_layers_before"] for r in s["rounds"]["infer"])
     assert pair["sides"]["reference"]["label"] == "torchvision MobileNetV2"
+    # --profile: each side's time per op kind, both phases; the report compares them
+    for phase in ("train", "infer"):
+        rw, ref = (pair["sides"][side]["profile"][phase] for side in ("randwire", "reference"))
+        assert rw["conv kxk depthwise"] > 0 and rw["conv 1x1"] > 0 and ref["conv kxk depthwise"] > 0
+        assert rw["total"] == pytest.approx(sum(v for k, v in rw.items() if k != "total"))
+        assert f"Where a {phase} step's time goes" in proc.stdout
+    assert ("batch norm" in pair["sides"]["randwire"]["profile"]["train"]
+            and "batch norm" not in pair["sides"]["randwire"]["profile"]["infer"])  # folded for inference
+    assert "| RandWire - reference (ms/step) | share of the difference |" in proc.stdout
 
 
 def test_a_failing_worker_fails_its_pair_only():

@@ -7,6 +7,8 @@
     python tools/benchmark.py --pairs det_trainable det_frozen --rounds 7
     # no BN folding for inference; RandWire with its level-batched stage forward
     python tools/benchmark.py --no-deploy --rw-opts MODEL.RANDWIRE.FORWARD level
+    # both sides in channels-last (NHWC) memory format; time per op kind beside the ratios
+    python tools/benchmark.py --channels-last --profile --pairs cls_c109_b4
     # quick check
     python tools/benchmark.py --device cpu --size 64 --det-size 64x96 --batch 2 --warmup 0 --iters 1 --rounds 2
 
@@ -24,8 +26,15 @@ goes to stdout, progress to stderr. The method in full: ``rwdet/analysis/benchma
 
 JSON (--json): ``pairs.<pair>.median_ratio.{train, infer, train_peak_mem}``, ``spread`` of the
 same keys ([min, max]), ``ratios`` (per round), ``sides.{randwire, reference}`` (medians, raw
-``rounds``, ``saved_activation_bytes``, ``flops``, ``params``), ``log`` (the order the rounds
-ran), and ``setup`` (device, threads, torch version, sizes, rounds, overrides, command).
+``rounds``, ``saved_activation_bytes``, ``flops``, ``params``; with --profile ``profile.{train,
+infer}``: ms per step per op kind), ``log`` (the order the rounds ran), and ``setup`` (device,
+threads, torch version, sizes, rounds, overrides, command).
+
+--profile: after each phase's rounds, each side runs 2 x --iters more steps under torch.profiler,
+one side after the other, and the report adds per pair a table of the time per op kind
+(depthwise, 1x1 and dense convs told apart by their weights' shapes; batch norm; ReLU;
+elementwise ops; copies; ...) on both sides and the difference: where RandWire's time goes
+(``rwdet/analysis/profile.py``).
 
 On a CPU, run on an otherwise idle machine and set --threads to its free physical cores. CPU
 defaults: classifier batches 4 and 16 at 224, detectors batch 2 at 320x427, 1 warm-up + 2
@@ -88,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count")
     p.add_argument("--random-heads", action="store_true",
                    help="keep the detectors' random RPN and box-predictor layers (work then depends on them)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="both sides' weights and inputs in channels_last (NHWC) memory format")
+    p.add_argument("--profile", action="store_true",
+                   help="after each phase's rounds, profile each side and report its time per op kind")
     p.add_argument("--seed", type=int, default=None, help="seed of the models and inputs (default: 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON (atomically)")
     return p
@@ -106,6 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             det_batch=args.det_batch, rounds=args.rounds, warmup=args.warmup, iters=args.iters,
             deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
+            channels_last=args.channels_last, profile=args.profile,
         )
         select_pairs(args.pairs, setup)
     except ValueError as exc:

@@ -30,9 +30,9 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.(script|trace).*deprec
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from rwdet.analysis.benchmark import ratio_summary, saved_activation_bytes  # noqa: E402
+from rwdet.analysis.profile import profile_markdown, profile_op_kinds  # noqa: E402
 from rwdet.classification.config import load_cls_config  # noqa: E402
 from rwdet.classification.model import build_classifier  # noqa: E402
 from rwdet.layers import fold_batchnorm  # noqa: E402
@@ -118,18 +118,11 @@ def main() -> None:
         print_profile(steps[args.profile]["train"], args.profile)
 
 
-def print_profile(step, name: str, row_limit: int = 12) -> None:
-    """Print the share of CPU time per op kind (torch.profiler) over two calls of ``step``."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-        step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nWhere a training step of '{name}' spends its CPU time (torch.profiler, 2 steps):\n")
-    print("| op | share of self CPU time | calls per step |")
-    print("|---|---|---|")
-    for e in events[:row_limit]:
-        print(f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% | {e.count // 2} |")
+def print_profile(step, name: str) -> None:
+    """Print the time per op kind (``rwdet.analysis.profile``) over two calls of ``step``."""
+    print(f"\nWhere a training step of '{name}' spends its time (torch.profiler, self time per op kind, "
+          "2 steps):\n")
+    print(profile_markdown({name: profile_op_kinds(step, steps=2)}), end="")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ Method:
   Images/s = batch * iters / wall seconds of the timed steps (``time.perf_counter``, with
   ``torch.cuda.synchronize`` around the timed loop on CUDA). Inputs are on the device before
   timing: data loading is not measured.
+* Memory format. With ``channels_last`` both sides' weights and inputs are NHWC (detectors: the
+  weights; their first conv then returns NHWC maps); otherwise both are contiguous (NCHW).
 * Ratios. Per round, RandWire / reference of train images/s, infer images/s and peak training
   memory; each pair reports the median of its per-round ratios and their [min, max], and each
   side's median images/s. A speed ratio below 1 means RandWire is slower; a memory ratio above
@@ -59,6 +61,11 @@ Method:
   flop) of one image in eval mode before the fold: the whole classifier, or a detector's
   backbone with its FPN on the preprocessed, padded image. Params: all parameters of the whole
   model (and the trainable ones).
+* Profile (``profile``): after a phase's rounds, each side runs two passes of ``iters`` more
+  steps under torch.profiler, one side after the other, and reports the self time of its ops summed per op
+  kind (:func:`rwdet.analysis.profile.profile_op_kinds`: depthwise, 1x1 and dense convs, BN,
+  ReLU, elementwise ops, copies, ...), so that a gap in speed can be traced to the ops that make
+  it. Profiled steps are not timed rounds; the profiler adds a few microseconds per op.
 * Neutral detector heads (unless ``random_heads``): untrained BN statistics make one backbone's
   features explode and the other's vanish, so the RPN's proposals, and with them the cost of
   NMS and of the box head, would depend on the random weights. The last layers of the RPN head
@@ -106,6 +113,7 @@ from ..graphs import format_setting
 from ..layers import fold_batchnorm
 from ..utils.io import atomic_write
 from .flops import count_model, machine_description
+from .profile import profile_markdown, profile_op_kinds
 
 __all__ = [
     "PAIR_FAMILIES",
@@ -210,6 +218,11 @@ class BenchmarkSetup:
         seed: seed of the models and of the synthetic inputs.
         flops: count FLOPs with fvcore.
         random_heads: keep the detectors' random RPN and box-predictor layers.
+        channels_last: both sides' weights and inputs in ``torch.channels_last`` (NHWC) memory
+            format (timm's ``--channels-last``); convs then return NHWC maps, which oneDNN's
+            depthwise kernels run faster. The fold for inference keeps the format.
+        profile: after each phase's rounds, profile 2 x ``iters`` more steps of each side, one side
+            after the other, and report their time per op kind (:mod:`rwdet.analysis.profile`).
     """
 
     device: str
@@ -231,6 +244,8 @@ class BenchmarkSetup:
     seed: int = 0
     flops: bool = True
     random_heads: bool = False
+    channels_last: bool = False
+    profile: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
@@ -629,7 +644,8 @@ class ModelBench:
 
     Built once; then :meth:`train_round` any number of times, :meth:`stats` once, and
     :meth:`infer_round` any number of times (the first one switches to eval mode and, with
-    ``setup.deploy``, folds the BNs; training after that raises RuntimeError).
+    ``setup.deploy``, folds the BNs; training after that raises RuntimeError);
+    :meth:`profile` of a phase after its rounds.
 
     Args:
         side: the model to build.
@@ -649,10 +665,13 @@ class ModelBench:
         self.base_rss_mib = _max_rss_mib()  # before the model exists
         torch.manual_seed(setup.seed)
         self.model, self.cfg, self.label = _build_model(side, self.device)
+        self.memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.batch = pair.batch
         if side.kind == "cls":
             g = torch.Generator().manual_seed(setup.seed)
             self.x = torch.randn(pair.batch, 3, *pair.size, generator=g).to(self.device)
+            self.x = self.x.contiguous(memory_format=self.memory_format)
             self.y = torch.randint(0, NUM_IMAGENET_CLASSES, (pair.batch,), generator=g).to(self.device)
         else:
             if not setup.random_heads:
@@ -735,6 +754,30 @@ class ModelBench:
         """One inference forward without autograd."""
         with torch.no_grad(), self._autocast():
             self.forward(self.x if self.side.kind == "cls" else self.infer_inputs)
+
+    def profile(self, phase: str) -> Dict[str, float]:
+        """Two passes of ``iters`` steps of ``phase`` under torch.profiler, after that phase's
+        rounds (so warm).
+
+        Returns:
+            ``{op kind: ms per step, "total": ...}`` (:func:`rwdet.analysis.profile.profile_op_kinds`).
+
+        Raises:
+            ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r}; allowed: {', '.join(PHASES)}")
+        if phase == "train":
+            if self.deployed is not None:
+                raise RuntimeError("profile('train') after infer_round: the model is in eval (deploy) form")
+            self.model.train()
+            with self._storage():
+                out = profile_op_kinds(self.train_step, self.setup.iters, self.device)
+        else:
+            self.deploy()
+            out = profile_op_kinds(self.infer_step, self.setup.iters, self.device)
+        self._proposals()  # profiled steps are not timed rounds
+        return out
 
     # -- rounds ------------------------------------------------------------------------
 
@@ -820,7 +863,7 @@ class ModelBench:
             if self.setup.deploy:
                 if self.backbone is not None:
                     self.model.backbone = self.backbone  # fold the uncompiled modules
-                self.model = fold_batchnorm(self.model)
+                self.model = fold_batchnorm(self.model).to(memory_format=self.memory_format)
                 self._compile()  # the folded model compiles anew
             self.deployed = {"norm_layers_before": before, "norm_layers_after": count_norm_layers(self.model)}
         return self.deployed
@@ -856,8 +899,9 @@ def _worker_main(payload: str) -> int:
     ``JSON`` holds ``side``, ``pair`` and ``setup``. The worker answers on its stdout, one JSON
     line per message: first ``{"ok": true, "ready": {...}}`` once the model is built, then one
     reply per command read from stdin: ``{"cmd": "round", "phase": "train"|"infer"}``,
-    ``{"cmd": "stats"}`` or ``{"cmd": "quit"}``. A failure answers ``{"ok": false, "error": ...}``
-    (traceback on stderr) and ends the worker with exit status 1.
+    ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "stats"}`` or ``{"cmd": "quit"}``. A failure
+    answers ``{"ok": false, "error": ...}`` (traceback on stderr) and ends the worker with exit
+    status 1.
     """
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
@@ -883,8 +927,10 @@ def _worker_main(payload: str) -> int:
                 result = bench.stats()
             elif cmd["cmd"] == "round" and cmd.get("phase") in PHASES:
                 result = bench.train_round() if cmd["phase"] == "train" else bench.infer_round()
+            elif cmd["cmd"] == "profile" and cmd.get("phase") in PHASES:
+                result = bench.profile(cmd["phase"])
             else:
-                raise ValueError(f"unknown command {cmd!r}; allowed: round train/infer, stats, quit")
+                raise ValueError(f"unknown command {cmd!r}; allowed: round or profile train/infer, stats, quit")
             channel.write(json.dumps({"ok": True, "result": result}) + "\n")
         return 0
     except Exception as exc:  # reported to the parent, which records the pair as failed
@@ -951,7 +997,8 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
 
     Both workers are built, then for each phase (train, then infer) ``setup.rounds`` rounds run,
     each side once per round, the first side alternating (:func:`round_order`); between the
-    phases each worker reports :meth:`ModelBench.stats`.
+    phases each worker reports :meth:`ModelBench.stats`. With ``setup.profile``, each phase's
+    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other.
 
     Returns:
         dict as under ``pairs.<name>`` in :func:`run_benchmark`'s result; on a worker failure,
@@ -980,6 +1027,11 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         out["log"].append([phase, r, SIDES[i]])
                         log(f"{pair.name} {phase} round {r + 1}/{setup.rounds} {SIDES[i]}: "
                             f"{res['images_per_s']:.2f} img/s")
+                if setup.profile:
+                    for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
+                        res = w.request({"cmd": "profile", "phase": phase})
+                        out["sides"][name].setdefault("profile", {})[phase] = res
+                        log(f"{pair.name} {phase} profile {name}: {res['total']:.0f} ms/step")
         except RuntimeError as exc:
             out["error"] = str(exc)
             log(f"{pair.name} FAILED: {exc}")
@@ -1027,7 +1079,8 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
         same keys ([min, max]), ``ratios`` (per round), ``static_ratio.{flops, params,
         saved_activation_bytes}``, ``sides.{randwire, reference}`` (label, model, params,
         trainable_params, flops, saved_activation_bytes, ``median`` images/s and peak memory,
-        ``rounds.{train, infer}``: the raw figures per round), ``log`` (the order in which
+        ``rounds.{train, infer}``: the raw figures per round; with ``setup.profile``,
+        ``profile.{train, infer}``: ms per step per op kind), ``log`` (the order in which
         the rounds ran: [phase, round, side]), title, kind, batch, input_size, seconds; or
         ``error``.
 
@@ -1091,7 +1144,8 @@ def markdown_report(result: Dict[str, Any]) -> str:
     lines = [
         "# RandWire vs reference networks: speed and memory", "",
         f"- device: {s['device']} ({dev}); torch {s['torch']}; CPU threads {threads}; amp {s['amp']}; "
-        f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}",
+        f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}; "
+        f"memory format {'channels_last (NHWC)' if s.get('channels_last') else 'contiguous (NCHW)'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
     ]
     if s["rw_opts"] or s["r50_opts"]:
@@ -1134,6 +1188,12 @@ def markdown_report(result: Dict[str, Any]) -> str:
                      for side in (rw, ref) for ph in PHASES]
             lines.append(f"| RPN proposals/img (train, infer) | {_fmt(props[0], '.0f')}, {_fmt(props[1], '.0f')} "
                          f"| {_fmt(props[2], '.0f')}, {_fmt(props[3], '.0f')} | |")
+        for phase in PHASES:
+            if phase in rw.get("profile", {}) and phase in ref.get("profile", {}):
+                lines += ["", f"Where a {phase} step's time goes (torch.profiler, self time per op kind, "
+                              f"{s['iters']} steps per side):", "",
+                          profile_markdown({"RandWire": rw["profile"][phase], "reference": ref["profile"][phase]},
+                                           diff=("RandWire", "reference")).rstrip("\n")]
     lines += ["", METHOD_NOTE]
     return "\n".join(lines) + "\n"
 
