@@ -312,9 +312,20 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def _saved(out, name):
+    """A ``kill_when`` condition: the checkpoint ``name`` is saved and ``last_checkpoint`` names
+    it (both written; a kill between the two writes would leave the older name)."""
+    def done():
+        try:
+            return (out / "last_checkpoint").read_text() == name
+        except OSError:
+            return False
+    return done
+
+
 def _tool(tool, args, kill_at_save=None, kill_when=None, timeout=400):
-    """Run tools/<tool>; return (returncode, stdout + stderr). ``kill_when``: a path whose
-    appearance makes the test SIGKILL the process (a kill during training)."""
+    """Run tools/<tool>; return (returncode, stdout + stderr). ``kill_when``: a condition (a
+    callable) whose truth makes the test SIGKILL the process (a kill during training)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, str(REPO / "tools" / tool), *args]
     if kill_at_save:
@@ -325,7 +336,7 @@ def _tool(tool, args, kill_at_save=None, kill_when=None, timeout=400):
     ) as proc:
         if kill_when is not None:
             deadline = time.time() + timeout
-            while not Path(kill_when).exists() and proc.poll() is None and time.time() < deadline:
+            while not kill_when() and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.05)
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -380,7 +391,7 @@ def test_detection_kill9_in_save_and_in_training_then_resume(det_run_killed_in_s
     full = (out / "model_0000003.pth").read_bytes()
     (out / "model_0000003.pth").write_bytes(full[: len(full) // 2])
     rc, log = _tool("train_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "50"],
-                    kill_when=out / "model_0000005.pth")
+                    kill_when=_saved(out, "model_0000005.pth"))
     assert rc == -signal.SIGKILL, log[-3000:]  # killed during training, after iteration 5's save
     assert "a temporary file left by an interrupted write" in log and "model_final.pth.tmp." in log
     assert "Resuming from" in log and "model_0000001.pth instead" in log and "model_0000003.pth" in log
@@ -406,7 +417,7 @@ def test_pretraining_kill9_in_save_and_in_training_then_resume(tmp_path):
                                         "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]"])
     assert rc != 0 and "different random graphs" in log and folder_hash(out) == before
     rc, log = _tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "200"],
-                    kill_when=out / "model_0000005.pth")
+                    kill_when=_saved(out, "model_0000005.pth"))
     assert rc == -signal.SIGKILL, log[-3000:]
     assert "a temporary file left by an interrupted write" in log and not list(out.glob("*.tmp.*"))
     assert "starting at iteration 2" in log
