@@ -119,9 +119,10 @@ def main() -> None:
 
 
 def print_profile(step, name: str) -> None:
-    """Print the time per op kind (``rwdet.analysis.profile``) over two calls of ``step``."""
+    """Print the time per op kind (``rwdet.analysis.profile``) over two passes of two calls of
+    ``step``."""
     print(f"\nWhere a training step of '{name}' spends its time (torch.profiler, self time per op kind, "
-          "2 steps):\n")
+          "2 passes of 2 steps):\n")
     print(profile_markdown({name: profile_op_kinds(step, steps=2)}), end="")
 
 

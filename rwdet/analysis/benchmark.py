@@ -62,10 +62,10 @@ Method:
   backbone with its FPN on the preprocessed, padded image. Params: all parameters of the whole
   model (and the trainable ones).
 * Profile (``profile``): after a phase's rounds, each side runs two passes of ``iters`` more
-  steps under torch.profiler, one side after the other, and reports the self time of its ops summed per op
-  kind (:func:`rwdet.analysis.profile.profile_op_kinds`: depthwise, 1x1 and dense convs, BN,
-  ReLU, elementwise ops, copies, ...), so that a gap in speed can be traced to the ops that make
-  it. Profiled steps are not timed rounds; the profiler adds a few microseconds per op.
+  steps under torch.profiler, one side after the other, and reports the self time of its ops
+  summed per op kind (:func:`rwdet.analysis.profile.profile_op_kinds`: depthwise, 1x1 and
+  dense convs, BN, ReLU, elementwise ops, copies, ...), so that a gap in speed can be traced to
+  the ops that make it. Profiled steps are not timed rounds; the profiler adds a few microseconds per op.
 * Neutral detector heads (unless ``random_heads``): untrained BN statistics make one backbone's
   features explode and the other's vanish, so the RPN's proposals, and with them the cost of
   NMS and of the box head, would depend on the random weights. The last layers of the RPN head
@@ -1191,7 +1191,7 @@ def markdown_report(result: Dict[str, Any]) -> str:
         for phase in PHASES:
             if phase in rw.get("profile", {}) and phase in ref.get("profile", {}):
                 lines += ["", f"Where a {phase} step's time goes (torch.profiler, self time per op kind, "
-                              f"{s['iters']} steps per side):", "",
+                              f"2 passes of {s['iters']} steps per side):", "",
                           profile_markdown({"RandWire": rw["profile"][phase], "reference": ref["profile"][phase]},
                                            diff=("RandWire", "reference")).rstrip("\n")]
     lines += ["", METHOD_NOTE]

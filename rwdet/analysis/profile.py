@@ -19,7 +19,6 @@ Source: ``torch.profiler`` (``key_averages(group_by_input_shape=True)``); the gr
 from __future__ import annotations
 
 import re
-
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -132,16 +131,16 @@ def profile_op_kinds(step: Callable[[], None], steps: int = 2, device: str = "cp
     by_name = {e.key: getattr(e, attr, 0) or 0 for e in _profile(step, steps, cuda, device, False)}
     split: Dict[str, Dict[str, float]] = {}  # op name -> kind -> time in the shapes pass
     for e in _profile(step, steps, cuda, device, True):
+        kinds = split.setdefault(e.key, {})
         kind = op_kind(e.key, e.input_shapes or ())
-        split.setdefault(e.key, {}).setdefault(kind, 0.0)
-        split[e.key][kind] += getattr(e, attr, 0) or 0
+        kinds[kind] = kinds.get(kind, 0.0) + (getattr(e, attr, 0) or 0)
     ms: Dict[str, float] = {}
     for name, us in by_name.items():
         if us <= 0:
             continue
-        shares = split.get(name) or {op_kind(name): 1.0}
+        shares = split.get(name, {})
         total = sum(shares.values())
-        if total <= 0:
+        if total <= 0:  # not seen, or no time, in the shapes pass: classify by name alone
             shares, total = {op_kind(name): 1.0}, 1.0
         for kind, t in shares.items():
             ms[kind] = ms.get(kind, 0.0) + us * (t / total) / 1000 / steps
