@@ -178,6 +178,16 @@ def test_cli_writes_the_json_with_interleaved_rounds(tmp_path):
     assert ("batch norm" in pair["sides"]["randwire"]["profile"]["train"]
             and "batch norm" not in pair["sides"]["randwire"]["profile"]["infer"])  # folded for inference
     assert "| RandWire - reference (ms/step) | share of the difference |" in proc.stdout
+    # and on the CPU, oneDNN's own time per primitive kind
+    if torch.backends.mkldnn.is_available():
+        for phase in ("train", "infer"):
+            for side in ("randwire", "reference"):
+                ms = pair["sides"][side]["onednn"][phase]
+                assert ms["conv kxk depthwise: forward"] > 0 and ms["total"] > 0
+            assert f"Inside oneDNN, {phase}" in proc.stdout
+        rw_train, rw_infer = (pair["sides"]["randwire"]["onednn"][phase] for phase in ("train", "infer"))
+        assert any(k.endswith("backward weights") for k in rw_train), rw_train
+        assert not any("backward" in k for k in rw_infer), rw_infer
 
 
 def test_a_failing_worker_fails_its_pair_only():

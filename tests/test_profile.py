@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from rwdet.analysis.profile import OP_KINDS, op_kind, profile_markdown, profile_op_kinds
+from rwdet.analysis.profile import (ONEDNN_KINDS, OP_KINDS, onednn_kind, onednn_primitive_times, op_kind,
+                                   parse_onednn_verbose, profile_markdown, profile_op_kinds)
 
 KINDS = [k for k, _ in OP_KINDS]
 
@@ -89,3 +90,82 @@ def test_profile_markdown_rows_and_difference():
     assert profile_markdown({"x": a}).count("\n") == 5  # header, rule, 2 kinds, total
     with pytest.raises(KeyError):
         profile_markdown({"x": a}, diff=("x", "y"))
+
+
+# Lines of oneDNN 3.12's verbose log, as PyTorch 2.14's CPU convolutions write it (shortened
+# memory descriptors); the last field is the time in ms.
+ONEDNN_LOG = """onednn_verbose,v1,info,oneDNN v3.12.0
+onednn_verbose,v1,primitive,info,template:operation,engine,primitive,implementation,prop_kind,memory_descriptors,attributes,auxiliary,problem_desc,exec_time
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd::f0 dst:f32:p:blocked:aBcd8b::f0,attr-scratchpad:user,,4x109x56x56,3.25
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit_dw:avx2,forward_training,src:f32 wei:f32 dst:f32,attr-scratchpad:user,alg:convolution_direct,g109mb4_ic109oc109_ih56oh56kh3sh1dh0ph1_iw56ow56kw3sw1dw0pw1,1.5
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit_dw:avx2,backward_weights,src:f32 wei:f32 dst:f32,attr-scratchpad:user,alg:convolution_direct,g109mb4_ic109oc109_ih56oh56kh3sh1dh0ph1_iw56ow56kw3sw1dw0pw1,2.0
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit_1x1:avx2,backward_data,src:f32 wei:f32 dst:f32,attr-scratchpad:user,alg:convolution_direct,mb4_ic54oc109_ih56oh56kh1sh1dh0ph0_iw56ow56kw1sw1dw0pw0,1.25
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_inference,src:f32 wei:f32 dst:f32,attr-scratchpad:user,alg:convolution_direct,mb4_ic3oc64_ih224oh112kh7sh2dh0ph3_iw224ow112kw7sw2dw0pw3,4.0
+onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx2,forward_training,src:f32 wei:f32 dst:f32,attr-scratchpad:user,alg:convolution_direct,g4mb4_ic64oc64_ih14oh14kh1sh1dh0ph0_iw14ow14kw1sw1dw0pw0,0.5
+onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx2,forward_inference,src:f32 dst:f32,,alg:pooling_max,mb4ic64_ih112oh56kh3sh2dh0ph1_iw112ow56kw3sw2dw0pw1,0.75
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32::blocked:abcd::f0 dst:f32::blocked:aBcd8b::f0,,,4x872x7x7,0.25
+"""
+
+
+def test_onednn_kind_rules():
+    assert onednn_kind("reorder", "undef", "4x109x56x56") == "reorders (layout conversions of maps and weights)"
+    assert onednn_kind("convolution", "forward_training", "g109mb4_ic109oc109_ih56oh56kh3sh1") == \
+        "conv kxk depthwise: forward"
+    assert onednn_kind("convolution", "backward_data", "mb4_ic54oc109_ih56oh56kh1sh1dh0ph0_iw56ow56kw1") == \
+        "conv 1x1: backward data"
+    assert onednn_kind("convolution", "backward_weights", "g4mb4_ic64oc64_ih14kh1_kw1") == \
+        "conv 1x1 grouped: backward weights"
+    assert onednn_kind("convolution", "forward_inference", "mb4_ic3oc64_ih224oh112kh7sh2_kw7") == \
+        "conv kxk dense (k > 1): forward"
+    assert onednn_kind("convolution", "forward_training", "g4mb4_ic64oc64_ih14kh3_kw3") == \
+        "conv kxk dense (k > 1): forward"  # grouped, not depthwise
+    assert onednn_kind("pooling", "forward_inference", "mb4ic64") == "other primitives"
+    for kind in ("conv kxk depthwise: forward", "conv 1x1: backward data", "other primitives"):
+        assert kind in ONEDNN_KINDS
+
+
+def test_parse_onednn_verbose_sums_per_kind():
+    ms = parse_onednn_verbose(ONEDNN_LOG)
+    assert ms == pytest.approx({
+        "reorders (layout conversions of maps and weights)": 3.5,
+        "conv kxk depthwise: forward": 1.5,
+        "conv kxk depthwise: backward weights": 2.0,
+        "conv 1x1: backward data": 1.25,
+        "conv kxk dense (k > 1): forward": 4.0,
+        "conv 1x1 grouped: forward": 0.5,
+        "other primitives": 0.75,
+        "total": 13.5,
+    })
+    assert parse_onednn_verbose("no oneDNN here\n") == {"total": 0.0}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_onednn_primitive_times_of_a_separable_conv(capfd):
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 24, 24)
+    separable = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False),
+                              nn.Conv2d(16, 32, 1, bias=False))
+    step = _train_step(separable, x)
+    capfd.readouterr()
+    ms = onednn_primitive_times(step, steps=2)
+    out = capfd.readouterr().out
+    assert "onednn_verbose" not in out  # the log went to the temporary file, not to stdout
+    for kind in ("conv kxk depthwise: forward", "conv kxk depthwise: backward weights",
+                 "conv 1x1: forward", "conv 1x1: backward data", "conv 1x1: backward weights"):
+        assert ms[kind] > 0, (kind, ms)
+    assert set(ms) <= {*ONEDNN_KINDS, "total"}
+    assert ms["total"] == pytest.approx(sum(v for k, v in ms.items() if k != "total"))
+    print("still printed")  # standard output works again afterwards
+    assert capfd.readouterr().out == "still printed\n"
+    with pytest.raises(ValueError, match="steps=0"):
+        onednn_primitive_times(step, steps=0)
+
+
+def test_profile_markdown_with_onednn_kinds():
+    a = {"conv 1x1: forward": 2.0, "reorders (layout conversions of maps and weights)": 3.0, "total": 5.0}
+    b = {"conv 1x1: forward": 1.0, "total": 1.0}
+    table = profile_markdown({"RandWire": a, "reference": b}, diff=("RandWire", "reference"),
+                             kinds=ONEDNN_KINDS).splitlines()
+    assert table[0].startswith("| kind | RandWire (ms/step) |")
+    assert table[2] == "| conv 1x1: forward | 2.0 | 1.0 | +1.0 | 25% |"
+    assert table[3] == "| reorders (layout conversions of maps and weights) | 3.0 | 0.0 | +3.0 | 75% |"

@@ -27,14 +27,17 @@ goes to stdout, progress to stderr. The method in full: ``rwdet/analysis/benchma
 JSON (--json): ``pairs.<pair>.median_ratio.{train, infer, train_peak_mem}``, ``spread`` of the
 same keys ([min, max]), ``ratios`` (per round), ``sides.{randwire, reference}`` (medians, raw
 ``rounds``, ``saved_activation_bytes``, ``flops``, ``params``; with --profile ``profile.{train,
-infer}``: ms per step per op kind), ``log`` (the order the rounds ran), and ``setup`` (device,
+infer}``: ms per step per op kind, and on the CPU ``onednn.{train, infer}``: ms per step per
+oneDNN primitive kind), ``log`` (the order the rounds ran), and ``setup`` (device,
 threads, torch version, sizes, rounds, overrides, command).
 
 --profile: after each phase's rounds, each side runs 2 x --iters more steps under torch.profiler,
 one side after the other, and the report adds per pair a table of the time per op kind
 (depthwise, 1x1 and dense convs told apart by their weights' shapes; batch norm; ReLU;
 elementwise ops; copies; ...) on both sides and the difference: where RandWire's time goes
-(``rwdet/analysis/profile.py``).
+(``rwdet/analysis/profile.py``). On the CPU it adds a second table from oneDNN's verbose log
+(--iters more steps per side): oneDNN's own time per convolution kind and direction, and in
+the reorders that convert tensors between NCHW and oneDNN's blocked layouts around each conv.
 
 On a CPU, run on an otherwise idle machine and set --threads to its free physical cores. CPU
 defaults: classifier batches 4 and 16 at 224, detectors batch 2 at 320x427, 1 warm-up + 2

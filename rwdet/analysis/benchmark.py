@@ -66,6 +66,10 @@ Method:
   summed per op kind (:func:`rwdet.analysis.profile.profile_op_kinds`: depthwise, 1x1 and
   dense convs, BN, ReLU, elementwise ops, copies, ...), so that a gap in speed can be traced to
   the ops that make it. Profiled steps are not timed rounds; the profiler adds a few microseconds per op.
+  On the CPU, each side then runs ``iters`` steps with oneDNN's verbose log on and reports the
+  time of oneDNN's primitives per kind (:func:`rwdet.analysis.profile.onednn_primitive_times`):
+  convolutions by kernel and direction, and the reorders that convert tensors between PyTorch's
+  NCHW layout and oneDNN's blocked layouts around them.
 * Neutral detector heads (unless ``random_heads``): untrained BN statistics make one backbone's
   features explode and the other's vanish, so the RPN's proposals, and with them the cost of
   NMS and of the box head, would depend on the random weights. The last layers of the RPN head
@@ -113,7 +117,7 @@ from ..graphs import format_setting
 from ..layers import fold_batchnorm
 from ..utils.io import atomic_write
 from .flops import count_model, machine_description
-from .profile import profile_markdown, profile_op_kinds
+from .profile import ONEDNN_KINDS, onednn_primitive_times, profile_markdown, profile_op_kinds
 
 __all__ = [
     "PAIR_FAMILIES",
@@ -779,6 +783,33 @@ class ModelBench:
         self._proposals()  # profiled steps are not timed rounds
         return out
 
+    def onednn(self, phase: str) -> Dict[str, float]:
+        """``iters`` steps of ``phase`` with oneDNN's verbose log on, after that phase's rounds.
+
+        Returns:
+            ``{kind: ms per step, "total": ...}`` of oneDNN's primitives
+            (:func:`rwdet.analysis.profile.onednn_primitive_times`); ``{}`` off the CPU or
+            without oneDNN.
+
+        Raises:
+            ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r}; allowed: {', '.join(PHASES)}")
+        if not self.device.startswith("cpu"):
+            return {}
+        if phase == "train":
+            if self.deployed is not None:
+                raise RuntimeError("onednn('train') after infer_round: the model is in eval (deploy) form")
+            self.model.train()
+            with self._storage():
+                out = onednn_primitive_times(self.train_step, self.setup.iters)
+        else:
+            self.deploy()
+            out = onednn_primitive_times(self.infer_step, self.setup.iters)
+        self._proposals()
+        return out
+
     # -- rounds ------------------------------------------------------------------------
 
     def _proposals(self) -> Optional[float]:
@@ -899,7 +930,8 @@ def _worker_main(payload: str) -> int:
     ``JSON`` holds ``side``, ``pair`` and ``setup``. The worker answers on its stdout, one JSON
     line per message: first ``{"ok": true, "ready": {...}}`` once the model is built, then one
     reply per command read from stdin: ``{"cmd": "round", "phase": "train"|"infer"}``,
-    ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "stats"}`` or ``{"cmd": "quit"}``. A failure
+    ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "onednn", "phase": ...}``, ``{"cmd": "stats"}``
+    or ``{"cmd": "quit"}``. A failure
     answers ``{"ok": false, "error": ...}`` (traceback on stderr) and ends the worker with exit
     status 1.
     """
@@ -929,8 +961,11 @@ def _worker_main(payload: str) -> int:
                 result = bench.train_round() if cmd["phase"] == "train" else bench.infer_round()
             elif cmd["cmd"] == "profile" and cmd.get("phase") in PHASES:
                 result = bench.profile(cmd["phase"])
+            elif cmd["cmd"] == "onednn" and cmd.get("phase") in PHASES:
+                result = bench.onednn(cmd["phase"])
             else:
-                raise ValueError(f"unknown command {cmd!r}; allowed: round or profile train/infer, stats, quit")
+                raise ValueError(f"unknown command {cmd!r}; allowed: round, profile or onednn "
+                                 "train/infer, stats, quit")
             channel.write(json.dumps({"ok": True, "result": result}) + "\n")
         return 0
     except Exception as exc:  # reported to the parent, which records the pair as failed
@@ -1032,6 +1067,12 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         res = w.request({"cmd": "profile", "phase": phase})
                         out["sides"][name].setdefault("profile", {})[phase] = res
                         log(f"{pair.name} {phase} profile {name}: {res['total']:.0f} ms/step")
+                    if setup.device.startswith("cpu"):
+                        for name, w in zip(SIDES, workers):
+                            res = w.request({"cmd": "onednn", "phase": phase})
+                            if res:
+                                out["sides"][name].setdefault("onednn", {})[phase] = res
+                                log(f"{pair.name} {phase} oneDNN {name}: {res['total']:.0f} ms/step")
         except RuntimeError as exc:
             out["error"] = str(exc)
             log(f"{pair.name} FAILED: {exc}")
@@ -1080,7 +1121,8 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
         saved_activation_bytes}``, ``sides.{randwire, reference}`` (label, model, params,
         trainable_params, flops, saved_activation_bytes, ``median`` images/s and peak memory,
         ``rounds.{train, infer}``: the raw figures per round; with ``setup.profile``,
-        ``profile.{train, infer}``: ms per step per op kind), ``log`` (the order in which
+        ``profile.{train, infer}``: ms per step per op kind, and on the CPU ``onednn.{train,
+        infer}``: ms per step per oneDNN primitive kind), ``log`` (the order in which
         the rounds ran: [phase, round, side]), title, kind, batch, input_size, seconds; or
         ``error``.
 
@@ -1194,6 +1236,11 @@ def markdown_report(result: Dict[str, Any]) -> str:
                               f"2 passes of {s['iters']} steps per side):", "",
                           profile_markdown({"RandWire": rw["profile"][phase], "reference": ref["profile"][phase]},
                                            diff=("RandWire", "reference")).rstrip("\n")]
+            if phase in rw.get("onednn", {}) and phase in ref.get("onednn", {}):
+                lines += ["", f"Inside oneDNN, {phase} (oneDNN's own time per primitive kind, {s['iters']} steps "
+                              "per side; part of the conv ops above):", "",
+                          profile_markdown({"RandWire": rw["onednn"][phase], "reference": ref["onednn"][phase]},
+                                           diff=("RandWire", "reference"), kinds=ONEDNN_KINDS).rstrip("\n")]
     lines += ["", METHOD_NOTE]
     return "\n".join(lines) + "\n"
 
