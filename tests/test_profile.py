@@ -169,3 +169,11 @@ def test_profile_markdown_with_onednn_kinds():
     assert table[0].startswith("| kind | RandWire (ms/step) |")
     assert table[2] == "| conv 1x1: forward | 2.0 | 1.0 | +1.0 | 25% |"
     assert table[3] == "| reorders (layout conversions of maps and weights) | 3.0 | 0.0 | +3.0 | 75% |"
+
+
+def test_profile_markdown_share_only_of_a_positive_difference():
+    a = {"conv 1x1: forward": 3.0, "total": 3.0}
+    b = {"conv 1x1: forward": 1.0, "reorders (layout conversions of maps and weights)": 4.0, "total": 5.0}
+    table = profile_markdown({"a": a, "b": b}, diff=("a", "b"), kinds=ONEDNN_KINDS).splitlines()
+    assert table[2] == "| conv 1x1: forward | 3.0 | 1.0 | +2.0 | n/a |"
+    assert table[-1] == "| **total** | 3.0 | 5.0 | -2.0 | n/a |"

@@ -291,7 +291,7 @@ def profile_markdown(columns: Mapping[str, Mapping[str, float]], diff: Optional[
         columns: ``{column title: {kind: ms per step}}`` as :func:`profile_op_kinds` or
             :func:`onednn_primitive_times` returns.
         diff: two column titles (a, b): adds a column "a - b" and each row's share of the total
-            difference.
+            difference ("n/a" when a's total is not larger than b's).
         kinds: the row order (default: the names of :data:`OP_KINDS`; :data:`ONEDNN_KINDS` for
             oneDNN's figures).
 
@@ -315,6 +315,6 @@ def profile_markdown(columns: Mapping[str, Mapping[str, float]], diff: Optional[
                  *(f"{columns[t].get(kind, 0.0):.1f}" for t in titles)]
         if diff:
             d = a.get(kind, 0.0) - b.get(kind, 0.0)
-            cells += [f"{d:+.1f}", f"{100 * d / gap:.0f}%" if gap else "n/a"]
+            cells += [f"{d:+.1f}", f"{100 * d / gap:.0f}%" if gap > 0 else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
