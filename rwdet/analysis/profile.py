@@ -174,6 +174,15 @@ def parse_onednn_verbose(text: str) -> Dict[str, float]:
     return ms
 
 
+def _flush_c_stdio() -> None:
+    """Flush the C library's output buffers (oneDNN writes its log with C stdio), where the C
+    library can be loaded (POSIX); elsewhere nothing is flushed."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, TypeError, AttributeError):
+        pass
+
+
 def onednn_primitive_times(step: Callable[[], None], steps: int = 1) -> Dict[str, float]:
     """Run ``step`` with oneDNN's verbose log on and sum its primitives' times per kind.
 
@@ -199,9 +208,8 @@ def onednn_primitive_times(step: Callable[[], None], steps: int = 1) -> Dict[str
     mkldnn = torch.backends.mkldnn
     if not mkldnn.is_available():
         return {}
-    libc = ctypes.CDLL(None)
     sys.stdout.flush()
-    libc.fflush(None)
+    _flush_c_stdio()
     saved = os.dup(1)
     try:
         with tempfile.TemporaryFile() as log:
@@ -211,7 +219,7 @@ def onednn_primitive_times(step: Callable[[], None], steps: int = 1) -> Dict[str
                     for _ in range(steps):
                         step()
             finally:
-                libc.fflush(None)
+                _flush_c_stdio()
                 os.dup2(saved, 1)
             log.seek(0)
             text = log.read().decode("utf-8", errors="replace")
