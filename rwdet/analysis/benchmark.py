@@ -769,19 +769,8 @@ class ModelBench:
         Raises:
             ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
         """
-        if phase not in PHASES:
-            raise ValueError(f"phase={phase!r}; allowed: {', '.join(PHASES)}")
-        if phase == "train":
-            if self.deployed is not None:
-                raise RuntimeError("profile('train') after infer_round: the model is in eval (deploy) form")
-            self.model.train()
-            with self._storage():
-                out = profile_op_kinds(self.train_step, self.setup.iters, self.device)
-        else:
-            self.deploy()
-            out = profile_op_kinds(self.infer_step, self.setup.iters, self.device)
-        self._proposals()  # profiled steps are not timed rounds
-        return out
+        return self._measure_phase("profile", phase,
+                                   lambda step: profile_op_kinds(step, self.setup.iters, self.device))
 
     def onednn(self, phase: str) -> Dict[str, float]:
         """``iters`` steps of ``phase`` with oneDNN's verbose log on, after that phase's rounds.
@@ -794,20 +783,32 @@ class ModelBench:
         Raises:
             ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
         """
+        if not self.device.startswith("cpu"):
+            if phase not in PHASES:
+                raise ValueError(f"phase={phase!r}; allowed: {', '.join(PHASES)}")
+            return {}
+        return self._measure_phase("onednn", phase, lambda step: onednn_primitive_times(step, self.setup.iters))
+
+    def _measure_phase(self, what: str, phase: str,
+                       measure: Callable[[Callable[[], None]], Dict[str, float]]) -> Dict[str, float]:
+        """``measure`` (a function of one step) applied to the train or inference step, with the
+        model in that phase's form; shared by :meth:`profile` and :meth:`onednn`.
+
+        Raises:
+            ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
+        """
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r}; allowed: {', '.join(PHASES)}")
-        if not self.device.startswith("cpu"):
-            return {}
         if phase == "train":
             if self.deployed is not None:
-                raise RuntimeError("onednn('train') after infer_round: the model is in eval (deploy) form")
+                raise RuntimeError(f"{what}('train') after infer_round: the model is in eval (deploy) form")
             self.model.train()
             with self._storage():
-                out = onednn_primitive_times(self.train_step, self.setup.iters)
+                out = measure(self.train_step)
         else:
             self.deploy()
-            out = onednn_primitive_times(self.infer_step, self.setup.iters)
-        self._proposals()
+            out = measure(self.infer_step)
+        self._proposals()  # measured steps are not timed rounds
         return out
 
     # -- rounds ------------------------------------------------------------------------
@@ -931,9 +932,8 @@ def _worker_main(payload: str) -> int:
     line per message: first ``{"ok": true, "ready": {...}}`` once the model is built, then one
     reply per command read from stdin: ``{"cmd": "round", "phase": "train"|"infer"}``,
     ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "onednn", "phase": ...}``, ``{"cmd": "stats"}``
-    or ``{"cmd": "quit"}``. A failure
-    answers ``{"ok": false, "error": ...}`` (traceback on stderr) and ends the worker with exit
-    status 1.
+    or ``{"cmd": "quit"}``. A failure answers ``{"ok": false, "error": ...}`` (traceback on
+    stderr) and ends the worker with exit status 1.
     """
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
@@ -1033,7 +1033,8 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
     Both workers are built, then for each phase (train, then infer) ``setup.rounds`` rounds run,
     each side once per round, the first side alternating (:func:`round_order`); between the
     phases each worker reports :meth:`ModelBench.stats`. With ``setup.profile``, each phase's
-    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other.
+    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other, and on the
+    CPU by :meth:`ModelBench.onednn` the same way.
 
     Returns:
         dict as under ``pairs.<name>`` in :func:`run_benchmark`'s result; on a worker failure,
@@ -1063,16 +1064,12 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         log(f"{pair.name} {phase} round {r + 1}/{setup.rounds} {SIDES[i]}: "
                             f"{res['images_per_s']:.2f} img/s")
                 if setup.profile:
-                    for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
-                        res = w.request({"cmd": "profile", "phase": phase})
-                        out["sides"][name].setdefault("profile", {})[phase] = res
-                        log(f"{pair.name} {phase} profile {name}: {res['total']:.0f} ms/step")
-                    if setup.device.startswith("cpu"):
-                        for name, w in zip(SIDES, workers):
-                            res = w.request({"cmd": "onednn", "phase": phase})
-                            if res:
-                                out["sides"][name].setdefault("onednn", {})[phase] = res
-                                log(f"{pair.name} {phase} oneDNN {name}: {res['total']:.0f} ms/step")
+                    for what in ("profile", "onednn") if setup.device.startswith("cpu") else ("profile",):
+                        for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
+                            res = w.request({"cmd": what, "phase": phase})
+                            if res:  # {} where PyTorch has no oneDNN
+                                out["sides"][name].setdefault(what, {})[phase] = res
+                                log(f"{pair.name} {phase} {what} {name}: {res['total']:.0f} ms/step")
         except RuntimeError as exc:
             out["error"] = str(exc)
             log(f"{pair.name} FAILED: {exc}")
@@ -1231,16 +1228,16 @@ def markdown_report(result: Dict[str, Any]) -> str:
             lines.append(f"| RPN proposals/img (train, infer) | {_fmt(props[0], '.0f')}, {_fmt(props[1], '.0f')} "
                          f"| {_fmt(props[2], '.0f')}, {_fmt(props[3], '.0f')} | |")
         for phase in PHASES:
-            if phase in rw.get("profile", {}) and phase in ref.get("profile", {}):
-                lines += ["", f"Where a {phase} step's time goes (torch.profiler, self time per op kind, "
-                              f"2 passes of {s['iters']} steps per side):", "",
-                          profile_markdown({"RandWire": rw["profile"][phase], "reference": ref["profile"][phase]},
-                                           diff=("RandWire", "reference")).rstrip("\n")]
-            if phase in rw.get("onednn", {}) and phase in ref.get("onednn", {}):
-                lines += ["", f"Inside oneDNN, {phase} (oneDNN's own time per primitive kind, {s['iters']} steps "
-                              "per side; part of the conv ops above):", "",
-                          profile_markdown({"RandWire": rw["onednn"][phase], "reference": ref["onednn"][phase]},
-                                           diff=("RandWire", "reference"), kinds=ONEDNN_KINDS).rstrip("\n")]
+            for key, title, kinds in (
+                ("profile", f"Where a {phase} step's time goes (torch.profiler, self time per op kind, "
+                            f"2 passes of {s['iters']} steps per side):", None),
+                ("onednn", f"Inside oneDNN, {phase} (oneDNN's own time per primitive kind, {s['iters']} steps "
+                           "per side; part of the conv ops above):", ONEDNN_KINDS),
+            ):
+                if phase in rw.get(key, {}) and phase in ref.get(key, {}):
+                    table = profile_markdown({"RandWire": rw[key][phase], "reference": ref[key][phase]},
+                                             diff=("RandWire", "reference"), kinds=kinds)
+                    lines += ["", title, "", table.rstrip("\n")]
     lines += ["", METHOD_NOTE]
     return "\n".join(lines) + "\n"
 
