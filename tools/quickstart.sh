@@ -10,7 +10,7 @@
 # Environment: RWDET_PYTHON (default .venv/bin/python, as made by tools/setup.sh);
 # PRETRAIN_ITERS (default 500, about 1.1 epochs of 60,000 images at batch 128);
 # SEED (default 1): Detectron2's training seed of both detectors, so the same command gives the
-# same AP (pretraining uses the classification trainer's fixed default, SEED 0).
+# same AP on one machine (one CPU model, one build; not across CPUs) (pretraining uses the classification trainer's fixed default, SEED 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BCCD=${1:?usage: bash tools/quickstart.sh /path/to/BCCD [OUTPUT_DIR]}

@@ -578,8 +578,8 @@ def validate_dataset_dicts(
       it is inside. Warnings are listed one by one up to :data:`MAX_WARNINGS_PER_KIND` per
       kind, then counted; a dataset loaded again in the same process logs them at DEBUG.
 
-    Speed: BCCD (364 images) takes well under a second on a 2-core CPU (README, "Data and
-    checkpoints"); the cost is one header read per image.
+    Speed: BCCD (364 images) takes well under a second on a 2-core CPU (docs/DATA.md, "What is
+    checked"); the cost is one header read per image.
 
     Args:
         dicts: the dataset's records (modified in place: boxes, width, height).
