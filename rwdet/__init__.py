@@ -19,6 +19,19 @@ warnings.filterwarnings(
     "ignore", message=r"`torch\.jit\.script(_method)?` is (deprecated|not supported)",
     category=FutureWarning, module=r"torch\.jit\._script",
 )
+# detectron2.model_zoo (Detectron2's R50-FPN configs, read by the benchmark) imports
+# pkg_resources, which setuptools >= 81 reports with a UserWarning at that import.
+warnings.filterwarnings(
+    "ignore", message=r"pkg_resources is deprecated as an API",
+    category=UserWarning, module=r"detectron2\.model_zoo\.model_zoo",
+)
+# Detectron2's anchor generator (modeling/anchor_generator.py, _create_grid_offsets) calls
+# torch.meshgrid without `indexing`; torch reports it once, at the first training step. Its
+# default ("ij") is what Detectron2 means, so ignore exactly that message from torch.functional.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing argument",
+    category=UserWarning, module=r"torch\.functional",
+)
 
 from .config import add_randwire_config, freeze_graph_specs, randwire_graph_specs  # noqa: E402,F401
 from .graphs import GraphSpec, generate_graph  # noqa: E402,F401

@@ -1,0 +1,66 @@
+"""No UserWarning or FutureWarning at the start of a tool or during a training step (issue 27):
+rwdet filters exactly the warnings of its dependencies that no user can act on
+(rwdet/__init__.py), and nothing else."""
+
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "configs" / "tiny_bccd.yaml")
+# Every UserWarning and FutureWarning becomes an error, as a user's `-W error` would make it.
+STRICT = [sys.executable, "-W", "error::UserWarning", "-W", "error::FutureWarning"]
+WARNING_LINE = re.compile(r"\b(UserWarning|FutureWarning)\b")
+
+
+def run(args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(STRICT + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_benchmark_starts_without_warnings():
+    # --help builds the parser, which imports rwdet.analysis.benchmark and with it
+    # detectron2.model_zoo (whose `import pkg_resources` warns on setuptools >= 81).
+    proc = run([str(REPO / "tools" / "benchmark.py"), "--help"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not WARNING_LINE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
+
+
+def test_a_training_step_runs_without_warnings(bccd_root, tmp_path):
+    # The first training step reaches Detectron2's anchor generator, whose torch.meshgrid call
+    # without `indexing` warns once per process.
+    proc = run([str(REPO / "tools" / "train_net.py"), "--config-file", TINY, "DATASETS.BCCD_ROOT", str(bccd_root),
+                "SOLVER.MAX_ITER", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "run")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "model_final.pth").is_file()
+    assert not WARNING_LINE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
+
+
+def test_the_filters_are_exact():
+    """The same messages from another module, and other messages from the same modules, still warn."""
+    import rwdet  # noqa: F401  (installs the filters)
+
+    def warn_from(module: str, message: str):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for f in reversed(rwdet_filters()):
+                warnings.filters.insert(0, f)
+            warnings.warn_explicit(message, UserWarning, f"{module.replace('.', '/')}.py", 1, module=module)
+        return caught
+
+    assert not warn_from("torch.functional", "torch.meshgrid: in an upcoming release, it will be required to "
+                                             "pass the indexing argument. (Triggered internally)")
+    assert not warn_from("detectron2.model_zoo.model_zoo", "pkg_resources is deprecated as an API. See ...")
+    assert warn_from("torch.functional", "something else")
+    assert warn_from("mypackage.anchors", "torch.meshgrid: in an upcoming release, it will be required to "
+                                          "pass the indexing argument.")
+    assert warn_from("mypackage", "pkg_resources is deprecated as an API.")
+
+
+def rwdet_filters():
+    """The warning filters rwdet installs (action "ignore", a module pattern from torch or detectron2)."""
+    return [f for f in warnings.filters
+            if f[0] == "ignore" and f[3] is not None and re.match(r"(torch|detectron2)", f[3].pattern)]
