@@ -12,26 +12,35 @@ bottom, as ``detectron2.utils``.
 
 import warnings
 
-# Importing detectron2 decorates functions with torch.jit.script, which torch >= 2.10 reports
-# with a FutureWarning per use (torch/jit/_script.py) that no user of rwdet can act on. Ignore
-# exactly those, before detectron2 is first imported (tools import rwdet first for this).
-warnings.filterwarnings(
-    "ignore", message=r"`torch\.jit\.script(_method)?` is (deprecated|not supported)",
-    category=FutureWarning, module=r"torch\.jit\._script",
-)
-# detectron2.model_zoo (Detectron2's R50-FPN configs, read by the benchmark) imports
-# pkg_resources, which setuptools >= 81 reports with a UserWarning at that import.
-warnings.filterwarnings(
-    "ignore", message=r"pkg_resources is deprecated as an API",
-    category=UserWarning, module=r"detectron2\.model_zoo\.model_zoo",
-)
-# Detectron2's anchor generator (modeling/anchor_generator.py, _create_grid_offsets) calls
-# torch.meshgrid without `indexing`; torch reports it once, at the first training step. Its
-# default ("ij") is what Detectron2 means, so ignore exactly that message from torch.functional.
-warnings.filterwarnings(
-    "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing argument",
-    category=UserWarning, module=r"torch\.functional",
-)
+
+def ignore_dependency_warnings() -> None:
+    """Ignore exactly the warnings of rwdet's dependencies that no user of rwdet can act on, each
+    by its message, category and the module that issues it (called once, at ``import rwdet``,
+    before detectron2 is first imported; tools import rwdet first for this):
+
+    * torch >= 2.10 reports each ``torch.jit.script`` decoration that importing detectron2
+      makes with a FutureWarning (torch/jit/_script.py);
+    * detectron2.model_zoo (Detectron2's R50-FPN configs, read by the benchmark) imports
+      pkg_resources, which setuptools >= 81 reports with a UserWarning at that import;
+    * Detectron2's anchor generator (modeling/anchor_generator.py, _create_grid_offsets) calls
+      torch.meshgrid without ``indexing``, which torch reports once, at the first training step
+      (from torch/functional.py); its default ("ij") is what Detectron2 means.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.script(_method)?` is (deprecated|not supported)",
+        category=FutureWarning, module=r"torch\.jit\._script",
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"pkg_resources is deprecated as an API",
+        category=UserWarning, module=r"detectron2\.model_zoo\.model_zoo",
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing argument",
+        category=UserWarning, module=r"torch\.functional",
+    )
+
+
+ignore_dependency_warnings()
 
 from .config import add_randwire_config, freeze_graph_specs, randwire_graph_specs  # noqa: E402,F401
 from .graphs import GraphSpec, generate_graph  # noqa: E402,F401

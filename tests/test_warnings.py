@@ -41,26 +41,20 @@ def test_a_training_step_runs_without_warnings(bccd_root, tmp_path):
 
 def test_the_filters_are_exact():
     """The same messages from another module, and other messages from the same modules, still warn."""
-    import rwdet  # noqa: F401  (installs the filters)
+    from rwdet import ignore_dependency_warnings
 
-    def warn_from(module: str, message: str):
+    def warn_from(module: str, message: str, category=UserWarning):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for f in reversed(rwdet_filters()):
-                warnings.filters.insert(0, f)
-            warnings.warn_explicit(message, UserWarning, f"{module.replace('.', '/')}.py", 1, module=module)
+            ignore_dependency_warnings()
+            warnings.warn_explicit(message, category, f"{module.replace('.', '/')}.py", 1, module=module)
         return caught
 
-    assert not warn_from("torch.functional", "torch.meshgrid: in an upcoming release, it will be required to "
-                                             "pass the indexing argument. (Triggered internally)")
+    meshgrid = "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument."
+    assert not warn_from("torch.functional", meshgrid + " (Triggered internally)")
     assert not warn_from("detectron2.model_zoo.model_zoo", "pkg_resources is deprecated as an API. See ...")
+    assert not warn_from("torch.jit._script", "`torch.jit.script` is deprecated.", FutureWarning)
     assert warn_from("torch.functional", "something else")
-    assert warn_from("mypackage.anchors", "torch.meshgrid: in an upcoming release, it will be required to "
-                                          "pass the indexing argument.")
+    assert warn_from("torch.functional", meshgrid, FutureWarning)
+    assert warn_from("mypackage.anchors", meshgrid)
     assert warn_from("mypackage", "pkg_resources is deprecated as an API.")
-
-
-def rwdet_filters():
-    """The warning filters rwdet installs (action "ignore", a module pattern from torch or detectron2)."""
-    return [f for f in warnings.filters
-            if f[0] == "ignore" and f[3] is not None and re.match(r"(torch|detectron2)", f[3].pattern)]
