@@ -84,3 +84,13 @@ def write_mini_coco(bccd_root: Path, folder: Path, split: str = "test", n: int =
     path = folder / "mini.json"
     path.write_text(json.dumps(coco))
     return str(path), str(imgs)
+
+
+@pytest.fixture(autouse=True)
+def _ignore_dependency_warnings():
+    """rwdet's filters of its dependencies' warnings, inside each test: pytest resets the warning
+    filters around every test, dropping those ``import rwdet`` installed during collection."""
+    from rwdet import ignore_dependency_warnings
+
+    ignore_dependency_warnings()
+    yield

@@ -1,4 +1,4 @@
-"""The interleaved benchmark (rwdet/analysis/benchmark.py, tools/benchmark.py) at tiny sizes:
+"""The interleaved benchmark (rwdet/analysis/benchmark/, tools/benchmark.py) at tiny sizes:
 ratio arithmetic, round order, saved-activation bytes, pairs, the deploy fold, the JSON."""
 
 import json

@@ -22,7 +22,7 @@ Each model runs in its own persistent worker process; the two sides of a pair al
 median and [min-max] of the per-round ratios for train images/s, inference images/s (BN folded
 into the convs on both sides unless --no-deploy) and peak training memory, with each side's
 medians, the bytes of activations saved for backward, FLOPs and params. The Markdown report
-goes to stdout, progress to stderr. The method in full: ``rwdet/analysis/benchmark.py``.
+goes to stdout, progress to stderr. The method in full: the package ``rwdet/analysis/benchmark/``.
 
 JSON (--json): ``pairs.<pair>.median_ratio.{train, infer, train_peak_mem}``, ``spread`` of the
 same keys ([min, max]), ``ratios`` (per round), ``sides.{randwire, reference}`` (medians, raw

@@ -2,8 +2,7 @@
 
 A RandWire node runs a 3x3 depthwise conv and a 1x1 conv where a ResNet block runs dense 3x3
 and 1x1 convs, and it adds weighted sums; comparing the two networks op kind by op kind shows
-which of these costs the time (``tools/benchmark.py --profile``,
-``tools/benchmark_forward.py --profile``).
+which of these costs the time (``tools/benchmark.py --profile``).
 
 Convolutions are told apart by their weight's shape, which the profiler records with the op
 (``record_shapes``): depthwise (one input channel per group), 1x1 (dense or grouped) and dense

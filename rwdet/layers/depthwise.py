@@ -59,7 +59,7 @@ class DepthwiseConv3x3(nn.Conv2d):
     with it. On the CPU, PyTorch's depthwise kernels (oneDNN) take a slow path when the map is
     smaller than the kernel: on 2 cores, forward+backward of a (128, 312, 2, 2) input at stride 1
     takes 17 to 27 ms, against about 2 ms for a (128, 312, 4, 4) input at stride 2 (the same
-    output size; ``tools/benchmark_depthwise.py``). Such maps are the last stages of
+    output size; docs/SPEED.md, "Depthwise conv on small maps"). Such maps are the last stages of
     RandWire classifiers on small images (Fashion-MNIST at 32 or 64 px). There, for maps of at
     most ``MAX_MATRIX_PIXELS`` pixels, the same sum is computed as one multiply-and-sum: each
     channel's conv is a dense (H_out*W_out, H*W) matrix gathered from its 9 taps (see

@@ -1,0 +1,124 @@
+"""The parent's interleaved rounds: both workers of a pair, each side once per round, the first
+side alternating; then all pairs of a setup one after the other.
+
+The method in full: :mod:`rwdet.analysis.benchmark`.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+
+from ..flops import machine_description
+from .report import METHOD_NOTE, summarize_pair
+from .specs import PHASES, SIDES, BenchmarkSetup, PairSpec, select_pairs
+from .worker import WorkerClient
+
+
+def round_order(round_index: int) -> Tuple[int, int]:
+    """Which side goes first in a round: (0, 1) in even rounds, (1, 0) in odd ones (A B, B A, ...)."""
+    return (0, 1) if round_index % 2 == 0 else (1, 0)
+
+
+def _log(msg: str) -> None:
+    """Progress message on stderr."""
+    print(f"[benchmark] {msg}", file=sys.stderr, flush=True)
+
+
+def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] = _log) -> Dict[str, Any]:
+    """Measure one pair in interleaved rounds (see :mod:`rwdet.analysis.benchmark`).
+
+    Both workers are built, then for each phase (train, then infer) ``setup.rounds`` rounds run,
+    each side once per round, the first side alternating (:func:`round_order`); between the
+    phases each worker reports :meth:`ModelBench.stats`. With ``setup.profile``, each phase's
+    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other, and on the
+    CPU by :meth:`ModelBench.onednn` the same way.
+
+    Returns:
+        dict as under ``pairs.<name>`` in :func:`run_benchmark`'s result; on a worker failure,
+        ``{"error": ..., ...}`` with what was measured before it.
+    """
+    out: Dict[str, Any] = {"title": pair.title, "kind": pair.kind, "batch": pair.batch, "input_size": list(pair.size),
+                           "sides": {name: {"model": asdict(s)} for name, s in zip(SIDES, pair.sides)},
+                           "log": []}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rwdet-bench-") as log_dir:
+        workers = [WorkerClient(s, pair, setup, log_dir, f"{pair.name}-{name}") for name, s in zip(SIDES, pair.sides)]
+        try:
+            for name, w in zip(SIDES, workers):  # both build at once; nothing is timed yet
+                out["sides"][name].update(w.receive())
+                out["sides"][name]["rounds"] = {phase: [] for phase in PHASES}
+            for phase in PHASES:
+                if phase == "infer":
+                    for w in workers:
+                        w.send({"cmd": "stats"})
+                    for name, w in zip(SIDES, workers):
+                        out["sides"][name].update(w.receive())
+                for r in range(setup.rounds):
+                    for i in round_order(r):
+                        res = workers[i].request({"cmd": "round", "phase": phase})
+                        out["sides"][SIDES[i]]["rounds"][phase].append(res)
+                        out["log"].append([phase, r, SIDES[i]])
+                        log(f"{pair.name} {phase} round {r + 1}/{setup.rounds} {SIDES[i]}: "
+                            f"{res['images_per_s']:.2f} img/s")
+                if setup.profile:
+                    for what in ("profile", "onednn") if setup.device.startswith("cpu") else ("profile",):
+                        for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
+                            res = w.request({"cmd": what, "phase": phase})
+                            if res:  # {} where PyTorch has no oneDNN
+                                out["sides"][name].setdefault(what, {})[phase] = res
+                                log(f"{pair.name} {phase} {what} {name}: {res['total']:.0f} ms/step")
+        except RuntimeError as exc:
+            out["error"] = str(exc)
+            log(f"{pair.name} FAILED: {exc}")
+        finally:
+            for w in workers:
+                w.close()
+    out["seconds"] = time.perf_counter() - t0
+    if "error" not in out:
+        summarize_pair(out)
+    return out
+
+
+def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, command: str = "",
+                  log: Callable[[str], None] = _log) -> Dict[str, Any]:
+    """Run the chosen pairs one after the other and gather the results.
+
+    Args:
+        setup: a checked setup (:func:`default_setup`).
+        pairs: names for :func:`select_pairs` (None: all).
+        command: the command line, recorded in the setup.
+
+    Returns:
+        ``{"setup": {...}, "method": str, "pairs": {name: {...}}}`` where each pair has
+        ``median_ratio.{train, infer, train_peak_mem}`` (RandWire / reference), ``spread`` of the
+        same keys ([min, max]), ``ratios`` (per round), ``static_ratio.{flops, params,
+        saved_activation_bytes}``, ``sides.{randwire, reference}`` (label, model, params,
+        trainable_params, flops, saved_activation_bytes, ``median`` images/s and peak memory,
+        ``rounds.{train, infer}``: the raw figures per round; with ``setup.profile``,
+        ``profile.{train, infer}``: ms per step per op kind, and on the CPU ``onednn.{train,
+        infer}``: ms per step per oneDNN primitive kind), ``log`` (the order in which
+        the rounds ran: [phase, round, side]), title, kind, batch, input_size, seconds; or
+        ``error``.
+
+    Raises:
+        ValueError: an unknown pair name.
+    """
+    chosen = select_pairs(pairs, setup)
+    result: Dict[str, Any] = {
+        "setup": {**asdict(setup), "torch": torch.__version__, "machine": machine_description(),
+                  "command": command, "pairs": [p.name for p in chosen]},
+        "method": METHOD_NOTE,
+        "pairs": {},
+    }
+    t0 = time.perf_counter()
+    for pair in chosen:
+        log(f"{pair.name}: {pair.title}")
+        result["pairs"][pair.name] = run_pair(pair, setup, log)
+    result["setup"]["seconds"] = time.perf_counter() - t0
+    return result
