@@ -22,9 +22,10 @@ setup(
         "tabulate",
         "tqdm",
         "matplotlib",
-        "numpy<2",
-        # tools/demo.py reads and writes images with OpenCV; 4.12+ needs numpy 2
-        "opencv-python<4.12",
+        # numpy 2 works with detectron2 0.7.2's Python code (tools/setup.sh drops its wheel's pin)
+        "numpy",
+        # tools/demo.py reads and writes images with OpenCV
+        "opencv-python",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -40,13 +40,30 @@ else
   echo "[rwdet setup] installing detectron2 ($D2_WHEEL wheel) and its run-time requirements"
   tmp=$(mktemp -d)
   # The wheel is tagged cp310 but is pure Python apart from an optional _C extension that is
-  # not loaded on other versions; retag it so pip accepts it.
+  # not loaded on other versions; retag it so pip accepts it. Its metadata also pins numpy<2,
+  # which detectron2's Python code does not need (the test suite and the quick start pass with
+  # numpy 2.4 and opencv-python 5.1, 2026-12-05): drop that one requirement from the retagged
+  # wheel's METADATA (and its RECORD hash), so pip sees no conflict beside numpy 2.
   "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
       --python-version 3.10 --implementation cp --abi none --platform any -d "$tmp" "$D2_WHEEL"
   whl=$(ls "$tmp"/sal_detectron2-*.whl)
-  cp "$whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  "$PY" - "$whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl" <<'PYEOF'
+import base64, hashlib, sys, zipfile
+src, dst = sys.argv[1:]
+with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+    files = {i.filename: zin.read(i) for i in zin.infolist()}
+    meta = next(n for n in files if n.endswith(".dist-info/METADATA"))
+    files[meta] = b"".join(l for l in files[meta].splitlines(True) if l.strip() != b"Requires-Dist: numpy<2")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(files[meta]).digest()).rstrip(b"=").decode()
+    record = next(n for n in files if n.endswith(".dist-info/RECORD"))
+    files[record] = "".join(
+        f"{meta},sha256={digest},{len(files[meta])}\n" if l.split(",")[0] == meta else l
+        for l in files[record].decode().splitlines(True)).encode()
+    for name, data in files.items():
+        zout.writestr(name, data)
+PYEOF
   pip_install --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
-  pip_install "numpy<2" Pillow matplotlib pycocotools termcolor yacs tabulate cloudpickle tqdm \
+  pip_install numpy Pillow matplotlib pycocotools termcolor yacs tabulate cloudpickle tqdm \
       tensorboard "omegaconf>=2.1,<2.4" hydra-core black packaging fvcore iopath "setuptools<81"
   rm -rf "$tmp"
 fi
@@ -63,13 +80,12 @@ else
        "'sudo apt-get install dataset-fashion-mnist' (or pass DATA.ROOT with its IDX files)"
 fi
 
-# OpenCV for tools/demo.py (also in setup.py): 4.12 and later require numpy 2, and detectron2
-# 0.7.2 / the pins here keep numpy<2, so take the last 4.x that accepts numpy 1.x.
+# OpenCV for tools/demo.py (also in setup.py); current releases need numpy 2, which works here.
 if "$PY" -c "import cv2" 2>/dev/null; then
   echo "[rwdet setup] OpenCV present: $("$PY" -c 'import cv2; print(cv2.__version__)')"
 else
-  echo "[rwdet setup] installing opencv-python<4.12 (numpy<2)"
-  pip_install "opencv-python<4.12" "numpy<2"
+  echo "[rwdet setup] installing opencv-python"
+  pip_install opencv-python
 fi
 
 echo "[rwdet setup] installing rwdet (editable) with test requirements"
