@@ -3,6 +3,8 @@ config keys that name them (:func:`add_dataset_config`)."""
 
 from .datasets import (
     BadAnnotationsError,
+    BadImageError,
+    NamingMapper,
     BCCD_CLASSES,
     add_dataset_config,
     BCCD_SPLITS,
@@ -21,6 +23,8 @@ from .datasets import (
 __all__ = [
     "add_dataset_config",
     "BadAnnotationsError",
+    "BadImageError",
+    "NamingMapper",
     "load_coco_json_checked",
     "BCCD_CLASSES",
     "BCCD_SPLITS",

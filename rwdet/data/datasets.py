@@ -42,6 +42,8 @@ __all__ = [
     "register_coco_json",
     "load_coco_json_checked",
     "BadAnnotationsError",
+    "BadImageError",
+    "NamingMapper",
     "register_datasets_from_config",
     "validate_dataset_dicts",
     "check_datasets_on_disk",
@@ -718,13 +720,15 @@ def _image_size(path: str, check: str = "end_marker"):
 
             with Image.open(path) as im:
                 width, height = im.size
-                try:
-                    orientation = im.getexif().get(0x0112)
-                except Exception:  # a broken EXIF block: read_image ignores it as well
-                    orientation = None
                 fmt = im.format
                 if check == "decode":
                     im.load()  # raises OSError ("image file is truncated ...") on a broken file
+                try:
+                    orientation = im.getexif().get(0x0112)
+                except Exception as e:  # a broken EXIF block: read_image ignores it as well
+                    if fmt == "PNG" and isinstance(e, OSError):
+                        raise  # PIL decodes a PNG to find its EXIF: this is a decode error
+                    orientation = None
             if orientation in _EXIF_TRANSPOSED:
                 width, height = height, width
             truncated = _end_marker_problem(path, fmt, st.st_size)
@@ -895,6 +899,55 @@ def validate_dataset_dicts(
         warn("skipped annotations", "skipping annotation %s (DATASETS.SKIP_BAD_ANNOTATIONS)", msg)
     warn.summary()
     return kept
+
+
+class BadImageError(OSError):
+    """An image that passed the checks before training cannot be read when the data loader
+    maps it; the message names the file and what to set (DATASETS.IMAGE_CHECK decode,
+    DATASETS.SKIP_BAD_IMAGES)."""
+
+
+class NamingMapper:
+    """A Detectron2 dataset mapper (e.g. ``DatasetMapper``) whose errors name the image.
+
+    An ``OSError`` (PIL's "image file is truncated", unreadable files) or Detectron2's
+    ``SizeMismatchError`` while mapping a record becomes :class:`BadImageError` naming the
+    record's ``file_name``; with ``skip_bad_images`` (training, DATASETS.SKIP_BAD_IMAGES) the
+    record is left out instead, with a warning (at most :data:`MAX_WARNINGS_PER_KIND`, then at
+    DEBUG): the mapper returns None, and Detectron2's ``MapDataset`` maps another record in its
+    place (``MapDataset``'s documented way to skip data). Any other exception gets a note
+    naming the file and is raised as it is.
+
+    Args:
+        mapper: callable, a dataset dict -> the model's input dict.
+        skip_bad_images: leave unreadable images out instead of raising (never for evaluation,
+            where ``MapDataset`` would evaluate another image in its place).
+    """
+
+    def __init__(self, mapper, skip_bad_images: bool = False):
+        self.mapper, self.skip_bad_images, self.skipped = mapper, bool(skip_bad_images), 0
+
+    def __call__(self, record: Dict[str, Any]):
+        from detectron2.data.detection_utils import SizeMismatchError
+
+        name = record.get("file_name", "(a record without file_name)")
+        try:
+            return self.mapper(record)
+        except (OSError, SizeMismatchError) as e:
+            if self.skip_bad_images:
+                self.skipped += 1
+                level = logging.WARNING if self.skipped <= MAX_WARNINGS_PER_KIND else logging.DEBUG
+                logger.log(level, "Skipping image %s (DATASETS.SKIP_BAD_IMAGES): it cannot be read (%s: %s)",
+                           name, type(e).__name__, e)
+                return None
+            raise BadImageError(
+                f"{name} cannot be read while training or evaluating ({type(e).__name__}: {e}), although it "
+                "passed the checks before the run: set DATASETS.IMAGE_CHECK decode to find such images "
+                "before training, or DATASETS.SKIP_BAD_IMAGES True to leave them out with a warning"
+            ) from e
+        except Exception as e:
+            e.add_note(f"rwdet: while mapping the record of {name}")
+            raise
 
 
 class _ValidatedLoader:
