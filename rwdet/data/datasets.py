@@ -970,7 +970,8 @@ class _ValidatedLoader:
 
 def _load_dataset(name: str, load, skip_bad_annotations: bool = False):
     """``(records, lines of annotations left out)`` from ``load()``: a ValueError naming the
-    json file if it is not valid JSON; a :class:`BadAnnotationsError` of the loader is raised,
+    json file if it is not valid JSON, or for a KeyError of Detectron2's ``load_coco_json``
+    (an unknown category_id in a builtin dataset's json); a :class:`BadAnnotationsError` of the loader is raised,
     or with ``skip_bad_annotations`` its records without the bad annotations are used."""
     try:
         return load(), []
@@ -981,6 +982,11 @@ def _load_dataset(name: str, load, skip_bad_annotations: bool = False):
         if not skip_bad_annotations or e.dicts is None:
             raise
         return e.dicts, e.problems
+    except KeyError as e:  # Detectron2's load_coco_json on a json it did not check (builtin datasets)
+        json_file = MetadataCatalog.get(name).get("json_file", None)
+        if json_file is None:
+            raise
+        raise ValueError(f"Dataset {name!r}: {json_file}: {e.args[0] if e.args else e}") from e
 
 
 def _dataset_options(cfg) -> Dict[str, Any]:
