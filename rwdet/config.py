@@ -123,7 +123,7 @@ def add_randwire_model_config(cfg: CN) -> CN:
     rw.NODES = 32  # N, nodes per random stage (the regular regime's res2 has N/2, as in the paper)
     rw.CHANNELS = 109  # C, the base width (paper: 78 small; 109 or 154 regular)
     rw.REGIME = "regular"  # "small" or "regular" (paper table 1): which stages are random graphs
-    rw.NORM = "BN"  # "BN", "SyncBN", "FrozenBN", "GN" (Detectron2's get_norm) or "" (none)
+    rw.NORM = "BN"  # "BN", "SyncBN", "naiveSyncBN" (SyncBN by all-reduce: CPU processes too), "FrozenBN", "GN" (Detectron2's get_norm) or "" (none)
     rw.FREEZE_AT = -1  # deprecated alias of MODEL.BACKBONE.FREEZE_AT; -1 = not set (warns otherwise)
     rw.GRAPHS = []  # JSON graph specs that rebuild a trained model exactly; filled by freeze_graph_specs into config.yaml
     rw.FORWARD = "node"  # stage forward: "node" (one node at a time; faster on CPU-2) or "level" (each topological level batched)

@@ -46,7 +46,8 @@ def setup_cfg(args):
 
 
 def main(argv=None):
-    """Check the arguments (exit 2 with a message on bad ones), then draw every input; returns 0."""
+    """Check the arguments (exit 2 with a message on bad ones), then draw every input; returns 0.
+    Weights that do not fill the model: exit 1 with one line naming the tensors, nothing drawn."""
     from rwdet.engine.demo import expand_inputs, run_demo  # first: rwdet's warning filter precedes detectron2
     from rwdet.config import split_trailing_overrides
     from detectron2.utils.logger import setup_logger
@@ -69,7 +70,13 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is not set: add MODEL.WEIGHTS path/to/model_final.pth (a trained detector)")
-    for src, dst, n in run_demo(cfg, inputs, args.output):
+    from rwdet.engine.checkpoint import IncompleteCheckpointError
+
+    try:
+        done = run_demo(cfg, inputs, args.output)
+    except IncompleteCheckpointError as e:  # one line, not a traceback: nothing was drawn
+        sys.exit(f"tools/demo.py: error: {e}")
+    for src, dst, n in done:
         print(f"{src}: {n} detections -> {dst}")
     return 0
 

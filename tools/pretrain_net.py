@@ -20,6 +20,7 @@ from detectron2.engine import default_argument_parser, launch
 
 from rwdet.classification.config import load_cls_config
 from rwdet.classification.trainer import ClassificationTrainer
+from rwdet.engine.checkpoint import load_for_inference
 from rwdet.engine.defaults import begin_run, commit_run
 
 
@@ -30,7 +31,8 @@ def main(args):
     logging.getLogger("rwdet").info("Command line: %s", args)  # after begin_run: a handler now exists
     trainer = ClassificationTrainer(cfg)
     if args.eval_only:
-        trainer.checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        # Every parameter and buffer must come from the checkpoint (IncompleteCheckpointError).
+        load_for_inference(trainer.net, cfg.MODEL.WEIGHTS, trainer.checkpointer)
         commit_run(cfg)
         return trainer.test(trainer.cfg, trainer.model, test_set=trainer.test_set)
     trainer.resume_or_load(resume=args.resume)

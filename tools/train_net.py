@@ -10,7 +10,9 @@
 Arguments and multi-machine flags (--num-machines, --machine-rank, --dist-url) are Detectron2's
 (``default_argument_parser``); training runs through Detectron2's ``DefaultTrainer`` and
 ``launch``. Everything is checked before anything is written to OUTPUT_DIR: the config, the
-datasets (on disk, image headers, boxes, classes), the model build and the checkpoint to load.
+datasets (on disk, image headers and end markers, annotations, classes), the model build and the
+checkpoint to load: for --eval-only and --resume it must fill every parameter and buffer of the
+model (a checkpoint trained with another NUM_CLASSES or architecture is refused).
 """
 
 import logging
@@ -33,7 +35,8 @@ def main(args):
     logger = logging.getLogger("rwdet")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # Every parameter and buffer must come from the checkpoint (IncompleteCheckpointError).
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR, require_complete=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         if cfg.TEST.FOLD_BN:  # deploy mode: each BN folded into its conv

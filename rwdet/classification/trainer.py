@@ -10,7 +10,6 @@ resumes exactly where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -19,7 +18,6 @@ from typing import Dict
 import torch
 from detectron2.data.samplers import InferenceSampler
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
-from detectron2.engine import defaults as d2_defaults
 from detectron2.solver import LRMultiplier, WarmupParamScheduler
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -28,7 +26,7 @@ from fvcore.common.param_scheduler import CosineParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..engine.defaults import DeferredWriters
+from ..engine.defaults import DeferredWriters, ddp_on_cpu
 from ..engine.graphs import build_checkpointer, graph_table
 from ..engine.transfer import PRETRAIN_FORMAT
 from ..utils.io import atomic_write
@@ -183,7 +181,7 @@ class ClassificationTrainer(DefaultTrainer):
         cfg.SOLVER.MAX_ITER = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
         cfg.SOLVER.AMP.ENABLED = bool(cfg.SOLVER.AMP.ENABLED and _device(cfg).type == "cuda")
         cfg.freeze()
-        with _ddp_on_cpu(cfg):
+        with ddp_on_cpu(_device(cfg)):
             super().__init__(cfg)
 
     @property
@@ -329,23 +327,3 @@ class ClassificationTrainer(DefaultTrainer):
             report = {"iterations": done, **results}
             atomic_write(path, lambda f: f.write(json.dumps(report, indent=2).encode()))
         return results
-
-
-@contextlib.contextmanager
-def _ddp_on_cpu(cfg):
-    """Let ``DefaultTrainer.__init__`` wrap a CPU model for a multi-process (gloo) run.
-
-    Detectron2's ``create_ddp_model`` passes ``device_ids=[local rank]``, which assumes one GPU
-    per process; DistributedDataParallel refuses device ids for a CPU module. For CPU runs with
-    more than one process, the call gets ``device_ids=None`` (what DDP wants on the CPU) for the
-    duration of the construction; otherwise nothing changes.
-    """
-    if _device(cfg).type == "cuda" or comm.get_world_size() == 1:
-        yield
-        return
-    create = d2_defaults.create_ddp_model
-    d2_defaults.create_ddp_model = lambda model, **kwargs: create(model, **{**kwargs, "device_ids": None})
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = create

@@ -2,6 +2,9 @@
 config keys that name them (:func:`add_dataset_config`)."""
 
 from .datasets import (
+    BadAnnotationsError,
+    BadImageError,
+    NamingMapper,
     BCCD_CLASSES,
     add_dataset_config,
     BCCD_SPLITS,
@@ -10,6 +13,7 @@ from .datasets import (
     load_voc_instances,
     prepare_datasets,
     register_bccd,
+    load_coco_json_checked,
     register_coco_json,
     register_datasets_from_config,
     register_voc_dataset,
@@ -18,6 +22,10 @@ from .datasets import (
 
 __all__ = [
     "add_dataset_config",
+    "BadAnnotationsError",
+    "BadImageError",
+    "NamingMapper",
+    "load_coco_json_checked",
     "BCCD_CLASSES",
     "BCCD_SPLITS",
     "load_voc_instances",

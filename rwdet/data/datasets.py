@@ -19,13 +19,17 @@ No dataset location is hard-coded: the caller passes the root directory.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import numbers
 import os
+import tempfile
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 __all__ = [
@@ -36,6 +40,10 @@ __all__ = [
     "register_voc_dataset",
     "register_bccd",
     "register_coco_json",
+    "load_coco_json_checked",
+    "BadAnnotationsError",
+    "BadImageError",
+    "NamingMapper",
     "register_datasets_from_config",
     "validate_dataset_dicts",
     "check_datasets_on_disk",
@@ -58,6 +66,71 @@ _BCCD_SOURCE_HINT = (
 )
 
 _VOC_SUBDIRS = ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main"))
+
+#: How many bad annotations an error message lists one by one (the rest are counted).
+_MAX_LISTED = 20
+
+
+class BadAnnotationsError(ValueError):
+    """Annotations that cannot be trained on: a missing ``bbox``, a box that is not 4 finite
+    numbers, an inverted box, an unknown ``category_id``, a segmentation that is neither
+    polygons nor an RLE. The message has one line per annotation (file, image, annotation id,
+    what is wrong; the first 20, then a count) and names DATASETS.SKIP_BAD_ANNOTATIONS.
+
+    Attributes:
+        problems: one line per bad annotation.
+        dicts: the dataset's records without the bad annotations (what
+            DATASETS.SKIP_BAD_ANNOTATIONS trains on), or None.
+    """
+
+    def __init__(self, source: str, problems: List[str], dicts: Optional[List[Dict[str, Any]]] = None):
+        self.problems, self.dicts = list(problems), dicts
+        fix = ("Fix {}, or set DATASETS.SKIP_BAD_ANNOTATIONS True to leave {} out with a warning."
+               .format(*(("it", "it") if len(problems) == 1 else ("them", "them"))))
+        if len(problems) == 1:
+            msg = f"Bad annotation in {problems[0]}. {fix}"
+        else:
+            listed = "\n  ".join(problems[:_MAX_LISTED])
+            more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+            msg = f"{len(problems)} bad annotations in {source}:\n  {listed}{more}\n{fix}"
+        super().__init__(msg)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def box_problem(bbox, mode=BoxMode.XYWH_ABS) -> Optional[str]:
+    """What is wrong with a box, or None: not 4 finite numbers, or inverted (negative width or
+    height in XYWH_ABS; x2 < x1 or y2 < y1 in XYXY_ABS). Zero-size boxes are not refused here
+    (they are dropped later with a warning)."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return f"bbox {bbox!r} is not 4 finite numbers"
+    x, y, a, b = (float(v) for v in bbox)
+    if mode == BoxMode.XYWH_ABS and (a < 0 or b < 0):
+        side = "width" if a < 0 else "height"
+        return f"bbox {list(bbox)} (x, y, width, height) is inverted: negative {side}"
+    if mode == BoxMode.XYXY_ABS and (a < x or b < y):
+        return f"bbox {list(bbox)} (x1, y1, x2, y2) is inverted: {'x2 < x1' if a < x else 'y2 < y1'}"
+    return None
+
+
+def segmentation_problem(segm) -> Optional[str]:
+    """What is wrong with a segmentation, or None: it must be absent, a list of polygons (each a
+    list of finite x, y numbers), or an RLE (a dict with ``counts``, a str or list, and
+    ``size`` [height, width]), as Detectron2's ``load_coco_json`` and mapper read it."""
+    if segm is None:
+        return None
+    if isinstance(segm, dict):
+        size = segm.get("size")
+        if (isinstance(segm.get("counts"), (str, bytes, list)) and isinstance(size, (list, tuple))
+                and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+            return None
+    elif isinstance(segm, list) and all(isinstance(p, list) and all(_is_number(v) for v in p) for p in segm):
+        return None
+    shown = repr(segm)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"segmentation {shown} is neither a list of polygons nor an RLE (a dict with 'counts' and 'size')"
 
 
 # ---------------------------------------------------------------------------
@@ -164,7 +237,7 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
         ``<filename>`` elements are ignored.
 
         Dropped, each with a warning on the ``rwdet.data`` logger naming the XML file
-        and the box: degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin`` in the XML,
+        and the box: degenerate boxes (``xmax == xmin`` or ``ymax == ymin`` in the XML,
         i.e. a point or line rather than a box; BCCD has two) and objects whose class
         name is not in ``class_names``. Images left with no annotations are kept.
 
@@ -174,8 +247,12 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
             split file, an annotation XML, or an image file is missing (the message
             names the path).
         ValueError: an XML file cannot be parsed, or lacks ``<size>`` width/height
-            (or they are not positive numbers), or an object lacks ``<name>`` or a
-            ``<bndbox>`` with numeric xmin/ymin/xmax/ymax (the message names the file).
+            (or they are not positive numbers), or an object lacks ``<name>`` (the message
+            names the file).
+        BadAnnotationsError: objects without a ``<bndbox>`` of 4 finite numbers, or with an
+            inverted box (``xmax < xmin`` or ``ymax < ymin``): one line each naming the XML
+            file, the image id and the object's index (1-based) and class. Its ``dicts`` are
+            the records without them (DATASETS.SKIP_BAD_ANNOTATIONS).
     """
     class_names = list(class_names)
     _check_voc_root(root, "If this is meant to be BCCD: " + _BCCD_SOURCE_HINT)
@@ -183,6 +260,7 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
 
     dicts = []
     n_dropped = 0
+    bad: List[str] = []
     for fileid in fileids:
         anno_file = os.path.join(root, "Annotations", fileid + ".xml")
         jpeg_file = os.path.join(root, "JPEGImages", fileid + ".jpg")
@@ -206,13 +284,27 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
             )
 
         instances = []
-        for obj in tree.findall("object"):
+        for index, obj in enumerate(tree.findall("object"), 1):
             cls = _xml_text(obj, "name", anno_file)
+            where = f"{anno_file}: image {fileid}, object {index} ({cls})"
+            coords, problem = [], None
             if obj.find("bndbox") is None:
-                raise ValueError(f"Annotation file {anno_file!r}: object {cls!r} lacks <bndbox>.")
-            xmin, ymin, xmax, ymax = (
-                _xml_number(obj, "bndbox/" + k, anno_file) for k in ("xmin", "ymin", "xmax", "ymax")
-            )
+                problem = "has no <bndbox>"
+            for k in ("xmin", "ymin", "xmax", "ymax") if problem is None else ():
+                found = obj.find("bndbox/" + k)
+                text = found.text.strip() if found is not None and found.text else ""
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = float("nan")
+                if not math.isfinite(value):
+                    problem = f"<bndbox><{k}> is {text!r}, not a finite number" if text else f"lacks <bndbox><{k}>"
+                    break
+                coords.append(value)
+            if problem is not None:
+                bad.append(f"{where}: {problem}")
+                continue
+            xmin, ymin, xmax, ymax = coords
             if cls not in class_names:
                 logger.warning(
                     "Dropping box of unknown class %r in %s: (xmin=%g, ymin=%g, xmax=%g, ymax=%g); "
@@ -221,7 +313,11 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
                 )
                 n_dropped += 1
                 continue
-            if xmax <= xmin or ymax <= ymin:
+            if xmax < xmin or ymax < ymin:
+                bad.append(f"{where}: box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g}) is "
+                           f"inverted: {'xmax < xmin' if xmax < xmin else 'ymax < ymin'}")
+                continue
+            if xmax == xmin or ymax == ymin:
                 logger.warning(
                     "Dropping degenerate %s box in %s: (xmin=%g, ymin=%g, xmax=%g, ymax=%g) "
                     "has xmax <= xmin or ymax <= ymin",
@@ -250,6 +346,8 @@ def load_voc_instances(root: str, split: str, class_names: Sequence[str]) -> Lis
     logger.info(
         "Loaded %d images from split %r of %s (%d boxes dropped).", len(dicts), split, root, n_dropped
     )
+    if bad:
+        raise BadAnnotationsError(f"split {split!r} of {root}", bad, dicts)
     return dicts
 
 
@@ -331,9 +429,10 @@ def register_bccd(root: str) -> List[str]:
 def register_coco_json(name: str, json_file: str, image_root: str) -> None:
     """Register a COCO-format instances json file under ``name``.
 
-    Wraps ``detectron2.data.datasets.register_coco_instances`` (loading is lazy, via
-    ``load_coco_json``; metadata gets ``json_file``, ``image_root`` and
-    ``evaluator_type="coco"``, and ``thing_classes`` once the json has been loaded).
+    As ``detectron2.data.datasets.register_coco_instances`` (loading is lazy, via
+    :func:`load_coco_json_checked`: Detectron2's ``load_coco_json`` after every annotation is
+    checked; metadata gets ``json_file``, ``image_root`` and ``evaluator_type="coco"``, and
+    ``thing_classes`` once the json has been loaded).
     Paths are made absolute. Registering the same ``name`` again with the same
     json_file and image_root does nothing.
 
@@ -357,8 +456,89 @@ def register_coco_json(name: str, json_file: str, image_root: str) -> None:
     expected = {"json_file": json_file, "image_root": image_root}
     if not _claim_name(name, expected, "COCO json dataset"):
         return
-    register_coco_instances(name, {}, json_file, image_root)
+    # Detectron2's register_coco_instances, with the annotations checked before load_coco_json.
+    DatasetCatalog.register(name, lambda: load_coco_json_checked(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     _RWDET_REGISTERED.add(name)
+
+
+def _coco_json_problems(data: Any, json_file: str) -> tuple:
+    """The bad annotations of a parsed COCO json: ``(problems, indices)``, one line and the
+    index in ``data["annotations"]`` per bad annotation (see :func:`load_coco_json_checked`).
+
+    Raises:
+        ValueError: ``data`` is not a dict with lists ``images``, ``annotations`` and ``categories``.
+    """
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")) \
+            or not isinstance(data.get("categories", []), list):
+        raise ValueError(f"{json_file} is not a COCO instances json: expected a dict with lists 'images', "
+                         "'annotations' and 'categories'")
+    categories = {c.get("id") for c in data.get("categories", []) if isinstance(c, dict)}
+    shown = sorted(c for c in categories if isinstance(c, int))[:20]
+    images = {im.get("id"): im.get("file_name") for im in data["images"] if isinstance(im, dict)}
+    problems, indices = [], []
+    for i, anno in enumerate(data["annotations"]):
+        if not isinstance(anno, dict):
+            problems.append(f"{json_file}: annotation #{i} is a {type(anno).__name__}, not a dict")
+            indices.append(i)
+            continue
+        if "bbox" not in anno:
+            problem = "has no bbox"
+        else:
+            problem = box_problem(anno["bbox"], BoxMode.XYWH_ABS)
+        if problem is None and categories and anno.get("category_id") not in categories:
+            problem = (f"category_id {anno.get('category_id')!r} is not among the json's categories "
+                       f"(ids {shown}{' ...' if len(categories) > 20 else ''})")
+        if problem is None:
+            problem = segmentation_problem(anno.get("segmentation"))
+        if problem is not None:
+            image = anno.get("image_id")
+            name = images.get(image)
+            problems.append(f"{json_file}: image {image!r}{f' ({name})' if name else ''}, annotation "
+                            f"{anno.get('id', f'#{i}')!r}: {problem}")
+            indices.append(i)
+    return problems, indices
+
+
+def load_coco_json_checked(json_file: str, image_root: str, name: str) -> List[Dict[str, Any]]:
+    """Detectron2's ``load_coco_json(json_file, image_root, name)``, after every annotation of
+    the json has been checked (Detectron2 itself either raises a bare ``KeyError`` mid-load or
+    lets the mapper fail at iteration 0):
+
+    * ``bbox`` present and 4 finite numbers (XYWH_ABS), not inverted (negative width/height);
+    * ``category_id`` among the json's ``categories``;
+    * ``segmentation`` absent, a list of polygons, or an RLE.
+
+    Returns:
+        The dataset dicts, as ``load_coco_json`` returns them (metadata set likewise).
+
+    Raises:
+        ValueError: ``json_file`` is not valid JSON or not a COCO instances json (names it).
+        BadAnnotationsError: one line per bad annotation (json file, image id and file name,
+            annotation id, what is wrong); its ``dicts`` are loaded without them (through a
+            filtered copy of the json in the system's temporary folder, removed at once), for
+            DATASETS.SKIP_BAD_ANNOTATIONS.
+    """
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Dataset {name!r}: {json_file} is not valid JSON: {e}") from e
+    problems, indices = _coco_json_problems(data, json_file)
+    if not problems:
+        return load_coco_json(json_file, image_root, name)
+    drop = set(indices)
+    data["annotations"] = [a for i, a in enumerate(data["annotations"]) if i not in drop]
+    fd, filtered = tempfile.mkstemp(suffix=".json", prefix="rwdet_checked_")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        logger.info("Dataset %r: loading %s without its %d bad annotations (from a filtered copy)",
+                    name, json_file, len(problems))
+        dicts = load_coco_json(filtered, image_root, name)
+    finally:
+        os.remove(filtered)
+    raise BadAnnotationsError(json_file, problems, dicts)
 
 
 # ---------------------------------------------------------------------------
@@ -372,7 +552,9 @@ def add_dataset_config(cfg):
     :func:`register_datasets_from_config` and :func:`prepare_datasets`."""
     cfg.DATASETS.BCCD_ROOT = ""  # root of the BCCD dataset (PASCAL VOC layout): registers bccd_train/val/test; "" registers nothing
     cfg.DATASETS.COCO_JSON = []  # [name, json_file, image_root] triples to register as COCO-format datasets
-    cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/mis-sized images out, with a warning, instead of refusing
+    cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/truncated/mis-sized images out, with a warning, instead of refusing (also mid-training)
+    cfg.DATASETS.SKIP_BAD_ANNOTATIONS = False  # True: leave bad annotations (no/invalid/inverted bbox, unknown category_id, bad segmentation) out, with a warning, instead of refusing
+    cfg.DATASETS.IMAGE_CHECK = "end_marker"  # before training: "end_marker" = header + JPEG FFD9 / PNG IEND near the file's end (one seek; finds truncated files), "decode" = also decode every image fully (slow)
     return cfg
 
 
@@ -479,18 +661,55 @@ _OFFLINE_HINT = (
 )
 
 
-def _image_size(path: str):
+#: Bytes at the end of a file searched for the JPEG end-of-image marker: valid files may carry
+#: padding after it (zero bytes, seen up to 1,188 bytes in a public set).
+END_MARKER_WINDOW = 4096
+
+#: What may follow a JPEG's FFD9 marker in a file that decodes fully: zero bytes and whitespace.
+_JPEG_PADDING = b"\x00 \t\r\n"
+
+#: The last 12 bytes of every complete PNG: the IEND chunk (length 0, type, CRC).
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+#: Allowed values of DATASETS.IMAGE_CHECK.
+IMAGE_CHECKS = ("end_marker", "decode")
+
+
+def _end_marker_problem(path: str, fmt: Optional[str], size: int) -> Optional[str]:
+    """Why the file at ``path`` looks truncated, or None: a JPEG must hold the end-of-image
+    marker FFD9 followed only by padding (:data:`_JPEG_PADDING`) within its last
+    :data:`END_MARKER_WINDOW` bytes; a PNG must end with its IEND chunk (trailing padding
+    allowed likewise). Other formats are not checked. One seek and one read of at most
+    :data:`END_MARKER_WINDOW` bytes. Source: JPEG (ITU T.81, B.1.1.3: EOI = FFD9) and PNG (RFC
+    2083, 11.2.5: IEND) file structure."""
+    if fmt not in ("JPEG", "MPO", "PNG"):
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, size - END_MARKER_WINDOW))
+        tail = f.read()
+    body = tail.rstrip(_JPEG_PADDING)
+    if fmt == "PNG":
+        return None if body.endswith(_PNG_IEND) or tail.endswith(_PNG_IEND) else \
+            "is truncated: no PNG IEND chunk at its end"
+    return None if body.endswith(b"\xff\xd9") else \
+        f"is truncated: no JPEG end-of-image marker (FFD9) in its last {min(size, END_MARKER_WINDOW)} bytes"
+
+
+def _image_size(path: str, check: str = "end_marker"):
     """``(width, height)`` of the image at ``path`` as Detectron2's ``read_image`` returns it
     (EXIF orientation applied), from its header only; or a str saying why it cannot be read.
 
-    ``PIL.Image.open`` reads the header, not the pixels. Results are cached per process by
-    (path, size, mtime), so a dataset listed twice (train and trainval) is read once.
+    ``PIL.Image.open`` reads the header, not the pixels; then ``check`` (DATASETS.IMAGE_CHECK):
+    ``"end_marker"`` looks for the end marker (:func:`_end_marker_problem`, finds truncated
+    JPEG/PNG files), ``"decode"`` also decodes the whole image (``Image.load``). Results are
+    cached per process by (path, size, mtime, check), so a dataset listed twice (train and
+    trainval) is read once.
     """
     try:
         st = os.stat(path)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
-    key = (path, st.st_size, st.st_mtime_ns)
+    key = (path, st.st_size, st.st_mtime_ns, check)
     if key in _HEADER_CACHE:
         return _HEADER_CACHE[key]
     if st.st_size == 0:
@@ -501,15 +720,23 @@ def _image_size(path: str):
 
             with Image.open(path) as im:
                 width, height = im.size
+                fmt = im.format
+                if check == "decode":
+                    im.load()  # raises OSError ("image file is truncated ...") on a broken file
                 try:
                     orientation = im.getexif().get(0x0112)
-                except Exception:  # a broken EXIF block: read_image ignores it as well
+                except Exception as e:  # a broken EXIF block: read_image ignores it as well
+                    if fmt == "PNG" and isinstance(e, OSError):
+                        raise  # PIL decodes a PNG to find its EXIF: this is a decode error
                     orientation = None
             if orientation in _EXIF_TRANSPOSED:
                 width, height = height, width
-            result = (int(width), int(height))
+            truncated = _end_marker_problem(path, fmt, st.st_size)
+            result = truncated if truncated else (int(width), int(height))
         except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError from plugins
             result = f"is not a readable image ({type(e).__name__}: {e})"
+            if check == "decode" and isinstance(e, OSError):
+                result = f"cannot be decoded ({type(e).__name__}: {e})"
     _HEADER_CACHE[key] = result
     return result
 
@@ -528,6 +755,7 @@ class _Warnings:
             logger.log(self.level, "Dataset %r: " + msg, self.name, *args)
 
     def summary(self) -> None:
+        """Log the counts beyond the cap; later loads of this dataset log at DEBUG."""
         for kind, n in self.counts.items():
             if n > MAX_WARNINGS_PER_KIND:
                 logger.log(self.level, "Dataset %r: %d %s in all (the first %d are listed above)",
@@ -535,17 +763,38 @@ class _Warnings:
         _WARNED.add(self.name)
 
 
-def _clip_annotations(record: Dict[str, Any], width: int, height: int, warn: _Warnings) -> None:
-    """Clip ``record``'s boxes to ``[0, width] x [0, height]`` in place; drop empty ones."""
-    kept = []
-    for anno in record.get("annotations", []):
-        if "bbox" not in anno:
-            kept.append(anno)
+def _clip_annotations(record: Dict[str, Any], width: int, height: int, warn: _Warnings,
+                      num_classes: Optional[int] = None) -> List[str]:
+    """Clip ``record``'s boxes to ``[0, width] x [0, height]`` in place; drop empty ones. Bad
+    annotations (:func:`box_problem`, :func:`segmentation_problem`, a ``category_id`` outside
+    ``[0, num_classes)``) are removed too; returns one line for each."""
+    kept, bad = [], []
+    for index, anno in enumerate(record.get("annotations", [])):
+        mode = anno.get("bbox_mode", BoxMode.XYXY_ABS) if isinstance(anno, dict) else None
+        if not isinstance(anno, dict):
+            problem = f"is a {type(anno).__name__}, not a dict"
+        elif "bbox" not in anno:
+            problem = "has no bbox"
+        elif mode in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
+            problem = box_problem(anno["bbox"], mode)
+        else:
+            problem = None  # other modes: converted below as before
+        if problem is None and num_classes is not None and not (
+                isinstance(anno.get("category_id"), int) and 0 <= anno["category_id"] < num_classes):
+            problem = f"category_id {anno.get('category_id')!r} is not one of the {num_classes} classes"
+        if problem is None:
+            problem = segmentation_problem(anno.get("segmentation"))
+        if problem is not None:
+            ident = anno.get("id", f"#{index}") if isinstance(anno, dict) else f"#{index}"
+            bad.append(f"{record['file_name']}: image {record.get('image_id')!r}, annotation {ident!r}: {problem}")
             continue
-        mode = anno.get("bbox_mode", BoxMode.XYXY_ABS)
         x1, y1, x2, y2 = (float(v) for v in BoxMode.convert(list(anno["bbox"]), mode, BoxMode.XYXY_ABS))
         w, h = float(width), float(height)
         cx1, cy1, cx2, cy2 = min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)
+        if x2 <= x1 or y2 <= y1:
+            warn("dropped boxes", "dropping box %s (XYXY_ABS) in %s: zero width or height",
+                 [x1, y1, x2, y2], record["file_name"])
+            continue
         if cx2 <= cx1 or cy2 <= cy1:
             warn("dropped boxes", "dropping box %s (XYXY_ABS) in %s: nothing of it lies inside the "
                  "%dx%d image", [x1, y1, x2, y2], record["file_name"], width, height)
@@ -556,10 +805,12 @@ def _clip_annotations(record: Dict[str, Any], width: int, height: int, warn: _Wa
             anno = dict(anno, bbox=[cx1, cy1, cx2, cy2], bbox_mode=BoxMode.XYXY_ABS)
         kept.append(anno)
     record["annotations"] = kept
+    return bad
 
 
 def validate_dataset_dicts(
-    dicts: List[Dict[str, Any]], name: str, skip_bad_images: bool = False, num_threads: int = 16
+    dicts: List[Dict[str, Any]], name: str, skip_bad_images: bool = False, num_threads: int = 16,
+    skip_bad_annotations: bool = False, image_check: str = "end_marker", skipped_annotations: Sequence[str] = (),
 ) -> List[Dict[str, Any]]:
     """Check every image of a dataset against its annotations, before training.
 
@@ -568,39 +819,56 @@ def validate_dataset_dicts(
     size, no decode; EXIF orientation applied as Detectron2's ``read_image`` does) in a pool of
     ``num_threads`` threads, with a per-process cache. Then:
 
-    * an image that is missing, empty or not readable by PIL, or whose size differs from the
-      record's ``width`` x ``height`` (the case that raises Detectron2's ``SizeMismatchError``
-      mid-training), is a bad image: refused, or with ``skip_bad_images`` left out with a
-      warning naming the file;
+    * an image that is missing, empty, not readable by PIL, truncated (no JPEG end-of-image
+      marker / PNG IEND chunk at its end; with ``image_check="decode"``, any image that does
+      not decode fully), or whose size differs from the record's ``width`` x ``height`` (the
+      case that raises Detectron2's ``SizeMismatchError`` mid-training), is a bad image:
+      refused, or with ``skip_bad_images`` left out with a warning naming the file;
+    * an annotation without a ``bbox``, whose box is not 4 finite numbers or is inverted, whose
+      ``category_id`` is not in ``[0, len(thing_classes))`` (when the metadata has them) or whose
+      segmentation is neither polygons nor an RLE is a bad annotation: refused
+      (:class:`BadAnnotationsError`, file, image id and annotation id), or with
+      ``skip_bad_annotations`` left out with a warning (``skipped_annotations``: lines for
+      annotations the loader already left out, warned about here likewise);
     * a record without ``width``/``height`` gets them from the header;
     * each box (any ``bbox_mode`` of absolute coordinates) is clipped to ``[0, W] x [0, H]``
-      with a warning naming the image and the box, or dropped with a warning when nothing of
-      it is inside. Warnings are listed one by one up to :data:`MAX_WARNINGS_PER_KIND` per
+      with a warning naming the image and the box, or dropped with a warning when it has zero
+      width or height or nothing of it is inside. Warnings are listed one by one up to :data:`MAX_WARNINGS_PER_KIND` per
       kind, then counted; a dataset loaded again in the same process logs them at DEBUG.
 
     Speed: BCCD (364 images) takes well under a second on a 2-core CPU (docs/DATA.md, "What is
-    checked"); the cost is one header read per image.
+    checked"); the cost is one header read and one read of the file's last 4 KiB per image
+    (``"decode"``: a full decode per image).
 
     Args:
         dicts: the dataset's records (modified in place: boxes, width, height).
         name: the dataset's name, for messages.
         skip_bad_images: leave bad images out (with a warning) instead of refusing.
         num_threads: threads reading headers.
+        skip_bad_annotations: leave bad annotations out (with a warning) instead of refusing.
+        image_check: ``"end_marker"`` or ``"decode"`` (DATASETS.IMAGE_CHECK, :data:`IMAGE_CHECKS`).
+        skipped_annotations: lines of annotations the loader left out, to warn about.
 
     Returns:
         The records to train on (``dicts`` without the skipped images).
 
     Raises:
         ValueError: bad images and not ``skip_bad_images``; the message names every bad file
-            (the first 20, then a count) and says how to skip them (DATASETS.SKIP_BAD_IMAGES).
+            (the first 20, then a count) and says how to skip them (DATASETS.SKIP_BAD_IMAGES);
+            an ``image_check`` not in :data:`IMAGE_CHECKS`.
+        BadAnnotationsError: bad annotations and not ``skip_bad_annotations``.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
+    if image_check not in IMAGE_CHECKS:
+        raise ValueError(f"DATASETS.IMAGE_CHECK={image_check!r}; allowed: {', '.join(map(repr, IMAGE_CHECKS))}")
     paths = [d["file_name"] for d in dicts]
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(paths)))) as pool:
-        sizes = list(pool.map(_image_size, paths))
+        sizes = list(pool.map(partial(_image_size, check=image_check), paths))
     warn = _Warnings(name)
-    kept, bad = [], []
+    classes = MetadataCatalog.get(name).get("thing_classes", None) if name in MetadataCatalog.list() else None
+    kept, bad, bad_annotations = [], [], []
     for record, size in zip(dicts, sizes):
         if isinstance(size, str):
             bad.append(f"{record['file_name']} {size}")
@@ -614,8 +882,10 @@ def validate_dataset_dicts(
             )
             continue
         record["width"], record["height"] = width, height
-        _clip_annotations(record, width, height, warn)
+        bad_annotations += _clip_annotations(record, width, height, warn, None if classes is None else len(classes))
         kept.append(record)
+    if bad_annotations and not skip_bad_annotations:
+        raise BadAnnotationsError(f"dataset {name!r}", bad_annotations)
     if bad and not skip_bad_images:
         listed = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise ValueError(
@@ -625,8 +895,59 @@ def validate_dataset_dicts(
         )
     for msg in bad:
         warn("skipped images", "skipping image %s (DATASETS.SKIP_BAD_IMAGES)", msg)
+    for msg in list(skipped_annotations) + bad_annotations:
+        warn("skipped annotations", "skipping annotation %s (DATASETS.SKIP_BAD_ANNOTATIONS)", msg)
     warn.summary()
     return kept
+
+
+class BadImageError(OSError):
+    """An image that passed the checks before training cannot be read when the data loader
+    maps it; the message names the file and what to set (DATASETS.IMAGE_CHECK decode,
+    DATASETS.SKIP_BAD_IMAGES)."""
+
+
+class NamingMapper:
+    """A Detectron2 dataset mapper (e.g. ``DatasetMapper``) whose errors name the image.
+
+    An ``OSError`` (PIL's "image file is truncated", unreadable files) or Detectron2's
+    ``SizeMismatchError`` while mapping a record becomes :class:`BadImageError` naming the
+    record's ``file_name``; with ``skip_bad_images`` (training, DATASETS.SKIP_BAD_IMAGES) the
+    record is left out instead, with a warning (at most :data:`MAX_WARNINGS_PER_KIND`, then at
+    DEBUG): the mapper returns None, and Detectron2's ``MapDataset`` maps another record in its
+    place (``MapDataset``'s documented way to skip data). Any other exception gets a note
+    naming the file and is raised as it is.
+
+    Args:
+        mapper: callable, a dataset dict -> the model's input dict.
+        skip_bad_images: leave unreadable images out instead of raising (never for evaluation,
+            where ``MapDataset`` would evaluate another image in its place).
+    """
+
+    def __init__(self, mapper, skip_bad_images: bool = False):
+        self.mapper, self.skip_bad_images, self.skipped = mapper, bool(skip_bad_images), 0
+
+    def __call__(self, record: Dict[str, Any]):
+        from detectron2.data.detection_utils import SizeMismatchError
+
+        name = record.get("file_name", "(a record without file_name)")
+        try:
+            return self.mapper(record)
+        except (OSError, SizeMismatchError) as e:
+            if self.skip_bad_images:
+                self.skipped += 1
+                level = logging.WARNING if self.skipped <= MAX_WARNINGS_PER_KIND else logging.DEBUG
+                logger.log(level, "Skipping image %s (DATASETS.SKIP_BAD_IMAGES): it cannot be read (%s: %s)",
+                           name, type(e).__name__, e)
+                return None
+            raise BadImageError(
+                f"{name} cannot be read while training or evaluating ({type(e).__name__}: {e}), although it "
+                "passed the checks before the run: set DATASETS.IMAGE_CHECK decode to find such images "
+                "before training, or DATASETS.SKIP_BAD_IMAGES True to leave them out with a warning"
+            ) from e
+        except Exception as e:
+            e.add_note(f"rwdet: while mapping the record of {name}")
+            raise
 
 
 class _ValidatedLoader:
@@ -637,25 +958,55 @@ class _ValidatedLoader:
     check again, from the header cache.
     """
 
-    def __init__(self, name: str, load, skip_bad_images: bool, dicts):
-        self.name, self.load, self.skip_bad_images, self._dicts = name, load, skip_bad_images, dicts
+    def __init__(self, name: str, load, options: Dict[str, Any], dicts):
+        self.name, self.load, self.options, self._dicts = name, load, options, dicts
 
     def __call__(self):
         if self._dicts is not None:
             dicts, self._dicts = self._dicts, None
             return dicts
-        return validate_dataset_dicts(_load_dataset(self.name, self.load), self.name, self.skip_bad_images)
+        return _load_and_validate(self.name, self.load, self.options)
 
 
-def _load_dataset(name: str, load):
-    """``load()``, with a ValueError naming the json file if it is not valid JSON."""
-    import json
-
+def _load_dataset(name: str, load, skip_bad_annotations: bool = False):
+    """``(records, lines of annotations left out)`` from ``load()``: a ValueError naming the
+    json file if it is not valid JSON, or for a KeyError of Detectron2's ``load_coco_json``
+    (an unknown category_id in a builtin dataset's json); a :class:`BadAnnotationsError` of the loader is raised,
+    or with ``skip_bad_annotations`` its records without the bad annotations are used."""
     try:
-        return load()
+        return load(), []
     except json.JSONDecodeError as e:
         json_file = MetadataCatalog.get(name).get("json_file", "its json file")
         raise ValueError(f"Dataset {name!r}: {json_file} is not valid JSON: {e}") from e
+    except BadAnnotationsError as e:
+        if not skip_bad_annotations or e.dicts is None:
+            raise
+        return e.dicts, e.problems
+    except KeyError as e:  # Detectron2's load_coco_json on a json it did not check (builtin datasets)
+        json_file = MetadataCatalog.get(name).get("json_file", None)
+        if json_file is None:
+            raise
+        raise ValueError(f"Dataset {name!r}: {json_file}: {e.args[0] if e.args else e}") from e
+
+
+def _dataset_options(cfg) -> Dict[str, Any]:
+    """The DATASETS keys that :func:`validate_dataset_dicts` takes, checked.
+
+    Raises:
+        ValueError: DATASETS.IMAGE_CHECK not in :data:`IMAGE_CHECKS`.
+    """
+    check = cfg.DATASETS.get("IMAGE_CHECK", "end_marker")
+    if check not in IMAGE_CHECKS:
+        raise ValueError(f"DATASETS.IMAGE_CHECK={check!r}; allowed: {', '.join(map(repr, IMAGE_CHECKS))}")
+    return {"skip_bad_images": bool(cfg.DATASETS.get("SKIP_BAD_IMAGES", False)),
+            "skip_bad_annotations": bool(cfg.DATASETS.get("SKIP_BAD_ANNOTATIONS", False)),
+            "image_check": check}
+
+
+def _load_and_validate(name: str, load, options: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Load a dataset (:func:`_load_dataset`) and check it (:func:`validate_dataset_dicts`)."""
+    dicts, skipped = _load_dataset(name, load, options["skip_bad_annotations"])
+    return validate_dataset_dicts(dicts, name, skipped_annotations=skipped, **options)
 
 
 def _config_dataset_names(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> List[str]:
@@ -728,9 +1079,10 @@ def prepare_datasets(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> Dict[str
     e.g. ``("TEST",)`` for an evaluation) before the model is built.
 
     In order: the datasets are registered (:func:`register_datasets_from_config`) and on disk
-    (:func:`check_datasets_on_disk`); then each is loaded (a json that is not JSON is named),
-    its images and boxes are checked (:func:`validate_dataset_dicts`, with
-    DATASETS.SKIP_BAD_IMAGES), and its classes are compared with the detector's
+    (:func:`check_datasets_on_disk`); then each is loaded (a json that is not JSON is named;
+    every annotation checked: :class:`BadAnnotationsError`), its images and annotations are
+    checked (:func:`validate_dataset_dicts`, with DATASETS.SKIP_BAD_IMAGES,
+    DATASETS.SKIP_BAD_ANNOTATIONS and DATASETS.IMAGE_CHECK), and its classes are compared with the detector's
     (:func:`check_num_classes`). The checked records replace the dataset's loader in
     ``DatasetCatalog``, so training uses them without loading or checking again.
 
@@ -742,9 +1094,9 @@ def prepare_datasets(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> Dict[str
     """
     import time
 
+    options = _dataset_options(cfg)
     register_datasets_from_config(cfg)
     check_datasets_on_disk(cfg, splits)
-    skip = bool(cfg.DATASETS.get("SKIP_BAD_IMAGES", False))
     kept = {}
     for name in _config_dataset_names(cfg, splits):
         check_num_classes(cfg, name)  # metadata known before loading (BCCD, builtin COCO)
@@ -752,11 +1104,12 @@ def prepare_datasets(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> Dict[str
         if isinstance(load, _ValidatedLoader):
             load = load.load
         start = time.perf_counter()
-        dicts = validate_dataset_dicts(_load_dataset(name, load), name, skip)
-        logger.info("Dataset %r: %d images checked (headers, sizes, boxes) in %.2f s",
-                    name, len(dicts), time.perf_counter() - start)
+        dicts = _load_and_validate(name, load, options)
+        logger.info("Dataset %r: %d images checked (headers, %s, sizes, annotations) in %.2f s",
+                    name, len(dicts), "end markers" if options["image_check"] == "end_marker" else "full decode",
+                    time.perf_counter() - start)
         check_num_classes(cfg, name)  # COCO json: thing_classes is set by the load
         DatasetCatalog.remove(name)
-        DatasetCatalog.register(name, _ValidatedLoader(name, load, skip, dicts))
+        DatasetCatalog.register(name, _ValidatedLoader(name, load, options, dicts))
         kept[name] = len(dicts)
     return kept

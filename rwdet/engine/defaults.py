@@ -3,12 +3,14 @@ split in two, so that a run is validated before anything is written to its OUTPU
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import defaults as d2_defaults
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 from detectron2.utils.collect_env import collect_env_info
@@ -21,7 +23,7 @@ from ..data import add_dataset_config
 from ..utils.io import atomic_write, remove_stale_temporaries
 from .transfer import read_checkpoint_specs
 
-__all__ = ["DeferredWriters", "begin_run", "commit_run", "get_rwdet_cfg", "load_config"]
+__all__ = ["DeferredWriters", "begin_run", "commit_run", "ddp_on_cpu", "get_rwdet_cfg", "load_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,3 +194,27 @@ def _apply_pretrained_graphs(cfg: CfgNode) -> None:
     rw.NODES = specs[-1].num_nodes
     rw.GRAPHS = [s.to_json() for s in specs]
     logger.info("Adopted the graphs of %s: %s", cfg.MODEL.WEIGHTS, [s.describe() for s in specs])
+
+
+@contextlib.contextmanager
+def ddp_on_cpu(device):
+    """Let ``DefaultTrainer.__init__`` wrap a CPU model for a multi-process (gloo) run.
+
+    Detectron2's ``create_ddp_model`` passes ``device_ids=[local rank]``, which assumes one GPU
+    per process; DistributedDataParallel refuses device ids for a CPU module. For CPU runs with
+    more than one process, the call gets ``device_ids=None`` (what DDP wants on the CPU) for the
+    duration of the block; otherwise nothing changes. Shared by the detection and the
+    classification trainers.
+
+    Args:
+        device: the model's device (MODEL.DEVICE: a str or ``torch.device``).
+    """
+    if torch.device(device).type == "cuda" or comm.get_world_size() == 1:
+        yield
+        return
+    create = d2_defaults.create_ddp_model
+    d2_defaults.create_ddp_model = lambda model, **kwargs: create(model, **{**kwargs, "device_ids": None})
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = create

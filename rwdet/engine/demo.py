@@ -17,12 +17,15 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+import detectron2.data.transforms as T
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
 from ..data import BCCD_CLASSES, register_datasets_from_config
+from .checkpoint import load_for_inference
 
-__all__ = ["IMAGE_EXTENSIONS", "dataset_metadata", "draw_instances", "expand_inputs", "output_paths", "run_demo"]
+__all__ = ["CheckedPredictor", "IMAGE_EXTENSIONS", "dataset_metadata", "draw_instances", "expand_inputs", "output_paths", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,33 @@ def draw_instances(image_bgr: np.ndarray, instances, metadata) -> np.ndarray:
     return np.ascontiguousarray(drawn.get_image()[:, :, ::-1])
 
 
+class CheckedPredictor(DefaultPredictor):
+    """Detectron2's ``DefaultPredictor`` whose weights must fill the whole model: built as
+    ``DefaultPredictor.__init__`` builds it (model in eval mode, ``ResizeShortestEdge`` to
+    INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, INPUT.FORMAT), with MODEL.WEIGHTS loaded by
+    :func:`rwdet.engine.checkpoint.load_for_inference` instead of a plain
+    ``DetectionCheckpointer.load``. Called as ``DefaultPredictor`` (a BGR (H, W, 3) uint8 image
+    -> ``{"instances": ...}`` in its pixel coordinates).
+
+    Raises:
+        IncompleteCheckpointError: MODEL.WEIGHTS is empty or leaves a parameter or buffer of the
+            model unloaded (the message names each with both shapes and the likely cause).
+        CheckpointReadError: MODEL.WEIGHTS is not a readable checkpoint.
+    """
+
+    def __init__(self, cfg):  # noqa: super().__init__ would load the weights without the check
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        load_for_inference(self.model, cfg.MODEL.WEIGHTS)
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={self.input_format!r}; allowed: 'RGB', 'BGR'")
+
+
 def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tuple[str, str, int]]:
     """Predict and draw every input image; write each drawing with OpenCV.
 
@@ -137,10 +167,12 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
 
     Raises:
         ValueError: an unreadable image (names it) or bad output (see :func:`output_paths`).
+        IncompleteCheckpointError: MODEL.WEIGHTS does not fill the model (:class:`CheckedPredictor`);
+            nothing is written.
     """
     outs = output_paths(inputs, output)
     metadata = dataset_metadata(cfg) if metadata is None else metadata
-    predictor = DefaultPredictor(cfg)
+    predictor = CheckedPredictor(cfg)  # before any output is written
     done = []
     for src, dst in zip(inputs, outs):
         image = cv2.imread(src, cv2.IMREAD_COLOR)

@@ -7,7 +7,7 @@ import logging
 import os
 from collections import OrderedDict
 
-from detectron2.data import build_detection_train_loader
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator
@@ -15,8 +15,9 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.utils import comm
 from tabulate import tabulate
 
+from ..data import NamingMapper
 from ..utils.io import atomic_write
-from .defaults import DeferredWriters
+from .defaults import DeferredWriters, ddp_on_cpu
 from .graphs import build_checkpointer, graph_table
 from .resume import ExactResume, ResumableSampler, isolated_rng
 
@@ -40,12 +41,34 @@ class Trainer(DefaultTrainer):
       checkpoint (validation) write nothing to OUTPUT_DIR.
     - Results: after testing, ``OUTPUT_DIR/eval_results.json`` holds every metric, and the log
       shows a table with AP, AP50, AP75 and the per-class AP.
+    - Processes: on the CPU, several processes (``--num-gpus N``, gloo) train with
+      DistributedDataParallel as on GPUs (:func:`rwdet.engine.defaults.ddp_on_cpu`); use
+      MODEL.RANDWIRE.NORM "naiveSyncBN" there (torch's SyncBN needs CUDA).
     - Resumption: ``--resume`` continues the training data stream and the random draws where the
       checkpoint left them, so a resumed run ends as an uninterrupted one would
       (:mod:`rwdet.engine.resume`, with its conditions); evaluation draws from a copy of the
       generators, so ``TEST.EVAL_PERIOD`` does not change training. A run extended with a
       larger ``SOLVER.MAX_ITER`` and ``--resume`` is a longer run of the same command.
     """
+
+    def __init__(self, cfg):
+        """Detectron2's ``DefaultTrainer.__init__``; on the CPU with several processes (gloo) the
+        model is wrapped in DistributedDataParallel without device ids (:func:`ddp_on_cpu`).
+
+        Raises:
+            ValueError: torch's SyncBN ("SyncBN" in a NORM key) on the CPU with several
+                processes, where torch refuses it mid-training; Detectron2's "naiveSyncBN" works.
+        """
+        if comm.get_world_size() > 1 and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+            keys = ("RANDWIRE.NORM", "FPN.NORM", "ROI_BOX_HEAD.NORM", "RESNETS.NORM")
+            sync = [k for k in keys if cfg.MODEL.get(k.split(".")[0], {}).get("NORM") == "SyncBN"]
+            if sync:
+                raise ValueError(
+                    f"MODEL.{sync[0]} SyncBN: torch's SyncBatchNorm needs GPUs, and this run has "
+                    f"{comm.get_world_size()} CPU processes; set MODEL.{sync[0]} naiveSyncBN (Detectron2's "
+                    "all-reduce SyncBN, works with gloo)")
+        with ddp_on_cpu(cfg.MODEL.DEVICE):
+            super().__init__(cfg)
 
     def train(self):
         """Log the statistics of the backbone's random graphs (if any), then train."""
@@ -102,8 +125,11 @@ class Trainer(DefaultTrainer):
         """Detectron2's training loader (same dataset, mapper and sampler as
         ``build_detection_train_loader(cfg)``), its sampler wrapped in a
         :class:`~rwdet.engine.resume.ResumableSampler` (attribute ``resumable_sampler`` of the
-        loader) so that ``--resume`` continues the stream."""
+        loader) so that ``--resume`` continues the stream, and its mapper in a
+        :class:`~rwdet.data.NamingMapper`: an image that cannot be decoded is named, or left out
+        with a warning under DATASETS.SKIP_BAD_IMAGES."""
         kwargs = _train_loader_from_config(cfg)  # what build_detection_train_loader(cfg) builds
+        kwargs["mapper"] = NamingMapper(kwargs["mapper"], cfg.DATASETS.get("SKIP_BAD_IMAGES", False))
         sampler = kwargs["sampler"]
         if sampler is not None:
             kwargs["sampler"] = ResumableSampler(sampler)
@@ -111,6 +137,13 @@ class Trainer(DefaultTrainer):
         if sampler is not None:
             loader.resumable_sampler = kwargs["sampler"]
         return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """Detectron2's test loader (``DatasetMapper(cfg, False)``), its mapper in a
+        :class:`~rwdet.data.NamingMapper` that names an image it cannot decode (never skips:
+        an evaluation covers every image)."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=NamingMapper(DatasetMapper(cfg, False)))
 
     def build_writers(self):
         """Detectron2's writers, created at their first write (:class:`DeferredWriters`), so

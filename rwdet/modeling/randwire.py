@@ -40,7 +40,7 @@ __all__ = [
 
 
 def _check_norm(norm: str, channels: int) -> None:
-    allowed = ("", "BN", "SyncBN", "FrozenBN", "GN")
+    allowed = ("", "BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN")
     if norm not in allowed:
         raise ValueError(f"norm={norm!r} is not supported; allowed: {list(allowed)}")
     if norm == "GN" and channels % 32:
@@ -58,7 +58,7 @@ class SeparableConv(nn.Module):
     Args:
         in_channels, out_channels: channel counts.
         stride: stride of the depthwise conv (2 at the nodes fed by a stage's input node).
-        norm: Detectron2 norm name ("BN", "SyncBN", "FrozenBN", "GN" or "").
+        norm: Detectron2 norm name ("BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN" or "").
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, ceil(H/stride), ceil(W/stride)).
@@ -545,7 +545,7 @@ class ConvBlock(CNNBlockBase):
 
     Args:
         in_channels, out_channels: channels of the input and of the output.
-        norm: Detectron2 norm name ("BN", "SyncBN", "FrozenBN", "GN" or "").
+        norm: Detectron2 norm name ("BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN" or "").
         relu_first: apply ReLU to the input first (res2 of the small regime; not the stem).
         conv_name: the conv's attribute name, which names its state-dict keys: "conv1" for the
             stem (``stem.conv1.*``), "conv" for res2 (``res2.conv.*``), as in every checkpoint.
@@ -584,7 +584,7 @@ class RandWire(Backbone):
         regime: "small" or "regular".
         channels: C.
         in_channels: image channels (3).
-        norm: Detectron2 norm name: "BN", "SyncBN", "FrozenBN", "GN" or "".
+        norm: Detectron2 norm name: "BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN" or "".
         out_features: names to return from ``forward``, from "stem", "res2".."res5".
         freeze_at: 0 trains everything; 1 freezes the stem; k >= 2 freezes the stem and
             res2..res<k>, as Detectron2's ResNet does (frozen BN too).
