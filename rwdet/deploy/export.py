@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -122,6 +123,14 @@ def _openvino_model(module: nn.Module, sample: torch.Tensor):
 
 
 def _write(module: nn.Module, sample: torch.Tensor, fmt: str, path: str, output_names, dynamic_axes) -> None:
+    with warnings.catch_warnings():
+        # Detectron2's shape asserts and Python ints in the traced code: checked by the tests
+        # (other input sizes, no detections), not actionable by a user.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        _write_format(module, sample, fmt, path, output_names, dynamic_axes)
+
+
+def _write_format(module, sample, fmt, path, output_names, dynamic_axes) -> None:
     if fmt == "onnx":
         data = _onnx_bytes(module, sample, output_names, dynamic_axes)
         with open(path, "wb") as f:
@@ -231,6 +240,16 @@ def export_model(model: nn.Module, image: torch.Tensor, fmt: str, output_dir: st
     return path, adapter
 
 
+class _RecordingCheckpointer(AtomicCheckpointer):
+    """Keeps what fvcore's ``Checkpointer._load_model`` reports (missing keys, shapes)."""
+
+    incompatible = None
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
 def _load_complete(model: nn.Module, path: str) -> None:
     """Load the checkpoint ``path`` into ``model`` (Detectron2's checkpointer, rwdet's checks)
     and refuse one that leaves any parameter or buffer of the model unloaded.
@@ -245,9 +264,9 @@ def _load_complete(model: nn.Module, path: str) -> None:
     """
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.WEIGHTS={path!r} does not exist; give a trained detector's checkpoint (.pth)")
-    checkpointer = AtomicCheckpointer(model)
-    checkpoint = checkpointer._load_file(path)
-    incompatible = checkpointer._load_model(checkpoint)
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load(path, checkpointables=[])
+    incompatible = checkpointer.incompatible
     missing = list(incompatible.missing_keys) if incompatible is not None else []
     shapes = [k for k, *_ in incompatible.incorrect_shapes] if incompatible is not None else []
     if missing or shapes:
