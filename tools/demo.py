@@ -5,6 +5,8 @@
         --input my_photo.jpg --output out/ MODEL.WEIGHTS output/bccd_randwire_ws_small/model_final.pth
     python tools/demo.py --config-file CONFIG --input 'imgs/*.jpg' imgs2/ --output drawn/ \\
         --confidence-threshold 0.3 MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file CONFIG --input photo.jpg --output out/ \
+        MODEL.WEIGHTS model_final.pth MODEL.DEPLOY.RUNTIME openvino   # backbone+FPN in OpenVINO
 
 --input takes files, globs or folders; --output a folder (one drawing per input, same file
 name) or, for a single input, a file. Trailing KEY VALUE pairs override the config, as in
@@ -69,7 +71,14 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is not set: add MODEL.WEIGHTS path/to/model_final.pth (a trained detector)")
-    for src, dst, n in run_demo(cfg, inputs, args.output):
+    from rwdet.deploy import apply_deploy_runtime, check_runtime
+
+    try:
+        check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
+    except (ValueError, ImportError) as e:
+        parser.error(str(e))
+    # MODEL.DEPLOY.RUNTIME: the backbone+FPN runs in ONNX Runtime / OpenVINO, the heads in PyTorch
+    for src, dst, n in run_demo(cfg, inputs, args.output, prepare_model=lambda m: apply_deploy_runtime(cfg, m)):
         print(f"{src}: {n} detections -> {dst}")
     return 0
 

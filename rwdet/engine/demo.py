@@ -123,7 +123,8 @@ def draw_instances(image_bgr: np.ndarray, instances, metadata) -> np.ndarray:
     return np.ascontiguousarray(drawn.get_image()[:, :, ::-1])
 
 
-def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tuple[str, str, int]]:
+def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None,
+             prepare_model=None) -> List[Tuple[str, str, int]]:
     """Predict and draw every input image; write each drawing with OpenCV.
 
     Args:
@@ -131,6 +132,9 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
         inputs: image files (see :func:`expand_inputs`).
         output: a folder or a file (see :func:`output_paths`); folders are created.
         metadata: class names; default :func:`dataset_metadata` of ``cfg``.
+        prepare_model: called on the predictor's loaded model, returns the model to predict
+            with (``tools/demo.py`` passes ``rwdet.deploy.apply_deploy_runtime`` for
+            MODEL.DEPLOY.RUNTIME); default: the model as loaded.
 
     Returns:
         ``(input, output, number of detections drawn)`` per image.
@@ -141,6 +145,8 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
     outs = output_paths(inputs, output)
     metadata = dataset_metadata(cfg) if metadata is None else metadata
     predictor = DefaultPredictor(cfg)
+    if prepare_model is not None:
+        predictor.model = prepare_model(predictor.model)
     done = []
     for src, dst in zip(inputs, outs):
         image = cv2.imread(src, cv2.IMREAD_COLOR)
