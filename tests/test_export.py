@@ -232,3 +232,22 @@ def test_cli_refuses_a_checkpoint_that_does_not_fit(trained, tmp_path, capsys):
     assert _export_cli().main(base + ["--format", "torchscript", "--part", "backbone", "MODEL.WEIGHTS", weights]) == {}
     assert (out / "backbone.ts").is_file() and json.loads((out / "backbone.json").read_text())["outputs"] == [
         "p2", "p3", "p4", "p5", "p6"]
+
+
+def test_unknown_serving_runtime_is_refused_before_writing(tmp_path):
+    from detectron2.engine import default_argument_parser
+
+    from rwdet.deploy import apply_deploy_runtime
+
+    cfg = load_config(TINY, ["MODEL.DEPLOY.RUNTIME", "tensorrt"])
+    with pytest.raises(ValueError, match="MODEL.DEPLOY.RUNTIME='tensorrt' is unknown; allowed: .*'openvino'"):
+        apply_deploy_runtime(cfg, build_model(cfg))
+    spec = importlib.util.spec_from_file_location("train_net_cli", REPO / "tools" / "train_net.py")
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    out = tmp_path / "run"
+    args = default_argument_parser().parse_args(
+        ["--config-file", TINY, "--eval-only", "MODEL.DEPLOY.RUNTIME", "tensorrt", "OUTPUT_DIR", str(out)])
+    with pytest.raises(ValueError, match="tensorrt"):
+        train_net.main(args)
+    assert not out.exists()

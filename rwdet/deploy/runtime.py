@@ -189,12 +189,14 @@ def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
         ``model``, changed in place (eval mode).
 
     Raises:
-        ValueError: an unknown runtime, or a model without a ``backbone``.
+        ValueError: an unknown runtime, a model without a ``backbone``, or one already served.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES)}")
     if not isinstance(getattr(model, "backbone", None), Backbone):
         raise ValueError(f"{type(model).__name__} has no Detectron2 backbone to run in {runtime}")
+    if isinstance(model.backbone, RuntimeBackbone):
+        raise ValueError(f"the backbone already runs in {model.backbone.runtime}; serve a PyTorch model")
     prepare_for_export(model)
     backbone = model.backbone
     wrapper = BackboneAsTuple(backbone).eval()
