@@ -171,7 +171,8 @@ def test_coco_ap_through_runtime_backbones_within_0p1(trained, bccd_root, mini_t
     # 24 iterations: AP about 0.7, AP50 about 2 on these photos (not 0); the per-detection
     # comparison below is what makes the test strict
     assert reference["AP"] > 0.3, reference
-    ref_dets = json.loads((tmp_path / "pytorch" / "inference" / "bccd_mini4" / "coco_instances_results.json").read_text())
+    detections = Path("inference") / "bccd_mini4" / "coco_instances_results.json"
+    ref_dets = json.loads((tmp_path / "pytorch" / detections).read_text())
     cli = _export_cli()
     for fmt in ("onnx", "openvino"):
         out = tmp_path / fmt
@@ -182,7 +183,7 @@ def test_coco_ap_through_runtime_backbones_within_0p1(trained, bccd_root, mini_t
         assert abs(ap["AP50"] - reference["AP50"]) <= 0.1, (fmt, ap, reference)
         assert json.loads((out / "eval_results.json").read_text())["bccd_mini4"]["bbox"]["AP"] == ap["AP"]
         assert (out / ("backbone.onnx" if fmt == "onnx" else "backbone.xml")).is_file()
-        dets = json.loads((out / "inference" / "bccd_mini4" / "coco_instances_results.json").read_text())
+        dets = json.loads((out / detections).read_text())
         assert len(dets) == len(ref_dets) > 10
         for d, r in zip(dets, ref_dets):
             assert (d["image_id"], d["category_id"]) == (r["image_id"], r["category_id"])

@@ -145,6 +145,10 @@ def main(argv=None):
     logger.info("Exporting the %s as %s (tracing) to %s", "whole detector" if args.part == "model" else
                 "backbone+FPN", args.format, args.output)
     if args.part == "model":
+        if args.format == "openvino":
+            logger.warning("The whole detector in OpenVINO pads some image sizes 32 px further than PyTorch "
+                           "(docs/DEPLOY.md, known limit): its detections differ. For parity, serve OpenVINO "
+                           "with --part backbone or MODEL.DEPLOY.RUNTIME openvino")
         path, adapter = export_model(model, image, args.format, args.output)
         exported = ExportedDetector(path, args.runtime, adapter.outputs_schema) if args.run_eval else None
     else:

@@ -19,6 +19,10 @@ Formats:
   one spurious detection where PyTorch and ONNX Runtime give none (the empty-NMS case); the
   PyTorch route has no such case and needs no ONNX file.
 - ``torchscript``: ``torch.jit.trace`` (upstream's tracing export).
+
+Known limit: the whole detector in OpenVINO pads some image sizes 32 px further than PyTorch
+(its conversion of Detectron2's ``ImageList.from_tensors``), so its detections differ; the
+backbone+FPN export is not affected (docs/DEPLOY.md).
 """
 
 from __future__ import annotations
