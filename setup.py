@@ -27,5 +27,10 @@ setup(
         # tools/demo.py reads and writes images with OpenCV
         "opencv-python",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # tools/export_model.py and MODEL.DEPLOY.RUNTIME; versions that install beside numpy<2
+        # (onnx 1.18+ pulls ml_dtypes, which needs numpy 2; torch.onnx.export needs onnx)
+        "deploy": ["onnx==1.17.0", "onnxruntime==1.32.0", "openvino==2026.4.1"],
+    },
 )

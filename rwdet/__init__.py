@@ -5,7 +5,8 @@ Importing ``rwdet`` registers the RandWire backbones in Detectron2's ``BACKBONE_
 The package's layers, each importing only from those before it: ``graphs`` (random graphs,
 ``GraphSpec``, their statistics) -> ``config`` (config keys) -> ``layers`` (ops) ->
 ``modeling`` (RandWire stages, classifier, backbones) -> ``data`` (datasets) -> ``engine``
-(detection trainer, checkpointing, run set-up) -> ``classification`` (pretraining) ->
+(detection trainer, checkpointing, run set-up) -> ``deploy`` (export, ONNX Runtime / OpenVINO
+serving) -> ``classification`` (pretraining) ->
 ``analysis`` (the paper's analyses) -> ``tools/``; ``utils`` (atomic file writes) sits at the
 bottom, as ``detectron2.utils``.
 """

@@ -5,6 +5,8 @@
         --input my_photo.jpg --output out/ MODEL.WEIGHTS output/bccd_randwire_ws_small/model_final.pth
     python tools/demo.py --config-file CONFIG --input 'imgs/*.jpg' imgs2/ --output drawn/ \\
         --confidence-threshold 0.3 MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file CONFIG --input photo.jpg --output out/ \
+        MODEL.WEIGHTS model_final.pth MODEL.DEPLOY.RUNTIME openvino   # backbone+FPN in OpenVINO
 
 --input takes files, globs or folders; --output a folder (one drawing per input, same file
 name) or, for a single input, a file. Trailing KEY VALUE pairs override the config, as in
@@ -70,10 +72,16 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is not set: add MODEL.WEIGHTS path/to/model_final.pth (a trained detector)")
+    from rwdet.deploy import apply_deploy_runtime, check_runtime
     from rwdet.engine.checkpoint import IncompleteCheckpointError
 
     try:
-        done = run_demo(cfg, inputs, args.output)
+        check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
+    except (ValueError, ImportError) as e:
+        parser.error(str(e))
+    try:
+        # MODEL.DEPLOY.RUNTIME: the backbone+FPN runs in ONNX Runtime / OpenVINO, the heads in PyTorch
+        done = run_demo(cfg, inputs, args.output, prepare_model=lambda m: apply_deploy_runtime(cfg, m))
     except IncompleteCheckpointError as e:  # one line, not a traceback: nothing was drawn
         sys.exit(f"tools/demo.py: error: {e}")
     for src, dst, n in done:

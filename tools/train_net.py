@@ -3,6 +3,8 @@
 
     python tools/train_net.py --config-file configs/faster_rcnn_randwire_ws.yaml
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth \
+        MODEL.DEPLOY.RUNTIME openvino      # backbone+FPN in OpenVINO, heads in PyTorch
     python tools/train_net.py --config-file CONFIG --resume          # continue the last run
     python tools/train_net.py --config-file CONFIG --num-gpus 8     # torch.distributed
     python tools/train_net.py --config-file CONFIG SOLVER.MAX_ITER 100 OUTPUT_DIR out/x
@@ -21,6 +23,7 @@ import rwdet  # noqa: F401  (first: its warning filter must be in place before d
 from detectron2.engine import default_argument_parser, launch
 
 from rwdet.data import prepare_datasets
+from rwdet.deploy import apply_deploy_runtime, check_runtime
 from rwdet.engine import AtomicCheckpointer, Trainer
 from rwdet.engine.defaults import begin_run, commit_run, load_config
 from rwdet.layers import fold_batchnorm
@@ -30,6 +33,7 @@ def main(args):
     """Validate the whole run (config, datasets, model build, checkpoint), then write to
     OUTPUT_DIR (config.yaml, log.txt) and train or evaluate. A refused run writes nothing."""
     cfg = begin_run(load_config(args.config_file, args.opts), args)
+    check_runtime(cfg.MODEL.DEPLOY.RUNTIME)  # --eval-only serving runtime: known and installed
     # On disk, images, boxes, NUM_CLASSES: before the model is built (evaluation: DATASETS.TEST).
     prepare_datasets(cfg, ("TEST",) if args.eval_only else ("TRAIN", "TEST"))
     logger = logging.getLogger("rwdet")
@@ -41,6 +45,8 @@ def main(args):
         )
         if cfg.TEST.FOLD_BN:  # deploy mode: each BN folded into its conv
             fold_batchnorm(model.eval())
+        # MODEL.DEPLOY.RUNTIME: the backbone+FPN exported and run in ONNX Runtime / OpenVINO
+        model = apply_deploy_runtime(cfg, model)
         commit_run(cfg)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

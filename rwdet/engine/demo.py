@@ -153,7 +153,8 @@ class CheckedPredictor(DefaultPredictor):
             raise ValueError(f"INPUT.FORMAT={self.input_format!r}; allowed: 'RGB', 'BGR'")
 
 
-def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tuple[str, str, int]]:
+def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None,
+             prepare_model=None) -> List[Tuple[str, str, int]]:
     """Predict and draw every input image; write each drawing with OpenCV.
 
     Args:
@@ -161,6 +162,9 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
         inputs: image files (see :func:`expand_inputs`).
         output: a folder or a file (see :func:`output_paths`); folders are created.
         metadata: class names; default :func:`dataset_metadata` of ``cfg``.
+        prepare_model: called on the predictor's loaded model, returns the model to predict
+            with (``tools/demo.py`` passes ``rwdet.deploy.apply_deploy_runtime`` for
+            MODEL.DEPLOY.RUNTIME); default: the model as loaded.
 
     Returns:
         ``(input, output, number of detections drawn)`` per image.
@@ -173,6 +177,8 @@ def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None) -> List[Tup
     outs = output_paths(inputs, output)
     metadata = dataset_metadata(cfg) if metadata is None else metadata
     predictor = CheckedPredictor(cfg)  # before any output is written
+    if prepare_model is not None:
+        predictor.model = prepare_model(predictor.model)
     done = []
     for src, dst in zip(inputs, outs):
         image = cv2.imread(src, cv2.IMREAD_COLOR)

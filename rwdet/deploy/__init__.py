@@ -1,0 +1,15 @@
+"""Deployment: export a detector or its backbone+FPN (ONNX, OpenVINO IR, TorchScript) and run
+it in ONNX Runtime / OpenVINO / TorchScript on the CPU (docs/DEPLOY.md).
+
+Sits after ``engine`` in rwdet's import order (it uses ``modeling``, ``layers`` and
+``engine``'s checkpointer); nothing below it imports it.
+"""
+
+from .export import (  # noqa: F401
+    FILE_NAMES, FORMATS, ONNX_OPSET, PARTS, BackboneAsTuple, backbone_metadata, export_backbone, export_model,
+    model_tracing_adapter, prepare_for_export,
+)
+from .runtime import (  # noqa: F401
+    DEFAULT_RUNTIME, DEPLOY_RUNTIMES, RUNTIMES, ExportedDetector, RuntimeBackbone, apply_deploy_runtime,
+    check_runtime, load_runner, serve_backbone,
+)

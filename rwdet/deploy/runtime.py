@@ -1,0 +1,260 @@
+"""Run an exported backbone+FPN or detector in ONNX Runtime, OpenVINO or TorchScript (CPU).
+
+:class:`RuntimeBackbone` is a Detectron2 ``Backbone`` whose forward runs an exported
+backbone+FPN in a runtime and returns the same dict of features (p2..p6) as the PyTorch
+backbone, with the same ``output_shape()``, ``size_divisibility`` and ``padding_constraints``:
+put in place of a detector's ``backbone``, Detectron2's RPN and ROI heads run on its outputs
+(:func:`serve_backbone`, :func:`apply_deploy_runtime`, config key MODEL.DEPLOY.RUNTIME).
+:class:`ExportedDetector` runs a whole exported detector (:func:`rwdet.deploy.export_model`)
+and gives Detectron2's ``[{"instances": Instances}]``, as upstream ``export_model.py``'s
+``eval_wrapper`` does for TorchScript, so ``inference_on_dataset`` and ``COCOEvaluator`` take it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
+from detectron2.modeling.postprocessing import detector_postprocess
+from torch import nn
+
+from .export import (
+    BackboneAsTuple, _onnx_bytes, _openvino_model, backbone_dynamic_axes, prepare_for_export, shapes_from_metadata,
+)
+
+__all__ = ["RUNTIMES", "DEPLOY_RUNTIMES", "RuntimeBackbone", "ExportedDetector", "load_runner", "serve_backbone",
+           "apply_deploy_runtime", "check_runtime"]
+
+logger = logging.getLogger(__name__)
+
+#: Runtimes that run an exported model here, and the formats each reads.
+RUNTIMES = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "torchscript": ("torchscript",)}
+#: Values of MODEL.DEPLOY.RUNTIME: "" and "pytorch" run the model as it is (eager PyTorch).
+DEPLOY_RUNTIMES = ("", "pytorch", "onnxruntime", "openvino", "torchscript")
+#: The runtime that runs each export format by default.
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript"}
+
+
+def check_runtime(runtime: str, key: str = "MODEL.DEPLOY.RUNTIME") -> None:
+    """Raise ValueError naming ``key`` if ``runtime`` is not one of :data:`DEPLOY_RUNTIMES`,
+    ImportError (with the install command) if its package is not installed."""
+    if runtime not in DEPLOY_RUNTIMES:
+        raise ValueError(f"{key}={runtime!r} is unknown; allowed: {', '.join(repr(r) for r in DEPLOY_RUNTIMES)}")
+    package = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(runtime)
+    if package:
+        try:
+            __import__(package)
+            if runtime == "onnxruntime":
+                __import__("onnx")  # torch.onnx.export needs it
+        except ImportError as e:
+            raise ImportError(f"{key}={runtime!r} needs {e.name}: pip install -e '.[deploy]'") from e
+
+
+def load_runner(model, runtime: str) -> Callable[[np.ndarray], List[np.ndarray]]:
+    """A function running an exported model in ``runtime`` on the CPU: float32 array -> list of
+    output arrays, in the export's output order.
+
+    Args:
+        model: a file path (``.onnx``, OpenVINO ``.xml``, TorchScript ``.ts``); or in memory:
+            ONNX ``bytes`` (onnxruntime), an ``openvino.Model`` (openvino), a
+            ``torch.jit.ScriptModule`` (torchscript).
+        runtime: one of :data:`RUNTIMES`. OpenVINO compiles with f32 inference precision (its
+            CPU plugin may otherwise pick bf16 on CPUs that have it).
+
+    Raises:
+        ValueError: an unknown runtime.
+    """
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})
+    if runtime == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        outputs = compiled.outputs
+
+        def run_openvino(x):
+            result = compiled({0: x})
+            return [np.array(result[o]) for o in outputs]
+        return run_openvino
+    if runtime == "torchscript":
+        module = torch.jit.load(model, map_location="cpu") if isinstance(model, str) else model
+
+        def run(x):
+            with torch.no_grad():
+                out = module(torch.from_numpy(x))
+            return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+        return run
+    raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES)}")
+
+
+class RuntimeBackbone(Backbone):
+    """A backbone+FPN exported with :func:`rwdet.deploy.export_backbone`, run in a runtime.
+
+    Args:
+        runner: from :func:`load_runner`: (B, 3, H, W) float32 array -> the feature arrays.
+        output_shape: the PyTorch backbone's ``output_shape()`` (names in output order).
+        size_divisibility, padding_constraints: the PyTorch backbone's (Detectron2's
+            ``preprocess_image`` pads the images with them before the backbone).
+        runtime: the runtime's name (for ``repr``).
+
+    Forward: (B, 3, H, W) image batch (normalised, padded to ``size_divisibility``) ->
+    ``{name: (B, C, H / stride, W / stride)}`` float32 tensors on the input's device.
+    No parameters: the weights live in the runtime.
+    """
+
+    def __init__(self, runner, output_shape: Dict[str, ShapeSpec], size_divisibility: int = 0,
+                 padding_constraints: Optional[dict] = None, runtime: str = ""):
+        super().__init__()
+        self._runner = runner
+        self._shapes = dict(output_shape)
+        self._out_features = list(output_shape)
+        self._size_divisibility = int(size_divisibility)
+        self._padding_constraints = dict(padding_constraints or {})
+        self.runtime = runtime
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._size_divisibility
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        return self._padding_constraints
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return dict(self._shapes)
+
+    def extra_repr(self) -> str:
+        return f"runtime={self.runtime!r}, outputs={self._out_features}"
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        outs = self._runner(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
+        return {n: torch.from_numpy(np.asarray(o)).to(x.device) for n, o in zip(self._out_features, outs)}
+
+    @classmethod
+    def from_export(cls, folder: str, runtime: Optional[str] = None) -> "RuntimeBackbone":
+        """Load ``folder/backbone.json`` and the model file it names.
+
+        Args:
+            folder: an export folder of ``--part backbone``.
+            runtime: default the format's (:data:`DEFAULT_RUNTIME`); "openvino" also reads ONNX.
+
+        Raises:
+            FileNotFoundError: no ``backbone.json`` or model file in ``folder``.
+            ValueError: a runtime that cannot read the export's format.
+        """
+        meta_path = os.path.join(folder, "backbone.json")
+        if not os.path.isfile(meta_path):
+            raise FileNotFoundError(f"{meta_path} does not exist; export with --part backbone first")
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        runtime = runtime or DEFAULT_RUNTIME[meta["format"]]
+        if meta["format"] not in RUNTIMES.get(runtime, ()):
+            raise ValueError(f"runtime {runtime!r} cannot run a {meta['format']} export; allowed: "
+                             f"{[r for r, f in RUNTIMES.items() if meta['format'] in f]}")
+        path = os.path.join(folder, meta["file"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} (named in {meta_path}) does not exist")
+        return cls(load_runner(path, runtime), shapes_from_metadata(meta), meta["size_divisibility"],
+                   meta["padding_constraints"], runtime)
+
+
+def _sample_image(backbone: Backbone, size: int = 256) -> torch.Tensor:
+    div = max(int(backbone.size_divisibility), 1)
+    side = -(-size // div) * div
+    return torch.zeros(1, 3, side, side)
+
+
+def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
+    """Run ``model.backbone`` in ``runtime`` from now on: fold the model's BatchNorms, export
+    its backbone+FPN in memory (ONNX bytes for onnxruntime, ``openvino.convert_model`` for
+    openvino, ``torch.jit.trace`` for torchscript; dynamic batch, H and W) and put a
+    :class:`RuntimeBackbone` in its place. Detectron2's heads stay in PyTorch.
+
+    Args:
+        model: a detector with a ``backbone`` attribute (``GeneralizedRCNN``), weights loaded.
+        runtime: "onnxruntime", "openvino" or "torchscript".
+
+    Returns:
+        ``model``, changed in place (eval mode).
+
+    Raises:
+        ValueError: an unknown runtime, a model without a ``backbone``, or one already served.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES)}")
+    if not isinstance(getattr(model, "backbone", None), Backbone):
+        raise ValueError(f"{type(model).__name__} has no Detectron2 backbone to run in {runtime}")
+    if isinstance(model.backbone, RuntimeBackbone):
+        raise ValueError(f"the backbone already runs in {model.backbone.runtime}; serve a PyTorch model")
+    prepare_for_export(model)
+    backbone = model.backbone
+    wrapper = BackboneAsTuple(backbone).eval()
+    sample = _sample_image(backbone).to(next(backbone.parameters()).device)
+    if runtime == "onnxruntime":
+        exported = _onnx_bytes(wrapper, sample, wrapper.names, backbone_dynamic_axes(wrapper.names))
+    elif runtime == "openvino":
+        exported = _openvino_model(wrapper.cpu(), sample.cpu())
+    else:
+        with torch.no_grad():
+            exported = torch.jit.trace(wrapper.cpu(), (sample.cpu(),), check_trace=False)
+    model.backbone = RuntimeBackbone(load_runner(exported, runtime), backbone.output_shape(),
+                                     backbone.size_divisibility, backbone.padding_constraints, runtime)
+    logger.info("Serving: the backbone+FPN runs in %s (BN folded); the heads in PyTorch", runtime)
+    return model
+
+
+def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
+    """Apply the config's MODEL.DEPLOY.RUNTIME to a loaded detector: "" or "pytorch" leave it
+    as it is; "onnxruntime", "openvino" or "torchscript" run its backbone+FPN there
+    (:func:`serve_backbone`).
+
+    Raises:
+        ValueError, ImportError: as :func:`check_runtime`.
+    """
+    runtime = cfg.MODEL.DEPLOY.RUNTIME
+    check_runtime(runtime)
+    if runtime in ("", "pytorch"):
+        return model
+    return serve_backbone(model, runtime)
+
+
+class ExportedDetector:
+    """A whole detector exported with :func:`rwdet.deploy.export_model`, run in a runtime,
+    called as a Detectron2 model in eval mode (for ``inference_on_dataset``).
+
+    Args:
+        path: the model file.
+        runtime: one of :data:`RUNTIMES` that reads its format.
+        outputs_schema: the ``TracingAdapter``'s ``outputs_schema`` (it rebuilds ``Instances``
+            from the flat outputs); it is not stored in the file, so evaluate in the process
+            that exported, as upstream does.
+
+    Call: ``[{"image": (3, H, W) tensor resized for the model, "height": h, "width": w}, ...]``
+    -> ``[{"instances": Instances in the (h, w) original image}]`` (one image per run).
+    """
+
+    def __init__(self, path: str, runtime: str, outputs_schema):
+        self.runner = load_runner(path, runtime)
+        self.outputs_schema = outputs_schema
+        self.runtime = runtime
+
+    def __call__(self, inputs: Sequence[dict]) -> List[dict]:
+        results = []
+        for item in inputs:
+            image = item["image"]
+            outs = self.runner(np.ascontiguousarray(image.to(torch.float32).numpy()))
+            instances = self.outputs_schema(tuple(torch.from_numpy(np.asarray(o)) for o in outs))[0]["instances"]
+            height, width = item.get("height", image.shape[1]), item.get("width", image.shape[2])
+            results.append({"instances": detector_postprocess(instances, height, width)})
+        return results
