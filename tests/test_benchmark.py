@@ -82,8 +82,8 @@ def test_pairs_and_their_settings():
     assert [p.name for p in select_pairs(["det_frozen", "cls_c109_b16"], setup)] == ["cls_c109_b16", "det_frozen"]
     assert specs["det_backbone"].batch == 1 and specs["det_backbone"].kind == "backbone"
     assert [s.model for s in specs["det_backbone"].sides] == ["randwire_backbone", "r50fpn_backbone"]
-    assert len(select_pairs(None, setup)) == 6 and set(PAIR_FAMILIES) <= {n.rsplit("_b", 1)[0] if n.startswith("cls_c109") else n
-                                                                 for n in specs}
+    families = {n.rsplit("_b", 1)[0] if n.startswith("cls_c109") else n for n in specs}
+    assert len(select_pairs(None, setup)) == 6 and set(PAIR_FAMILIES) <= families
     with pytest.raises(ValueError, match="unknown pair 'det'"):
         select_pairs(["det"], setup)
 

@@ -102,8 +102,8 @@ from .report import METHOD_NOTE, RATIO_KEYS, markdown_report, ratio_summary, sum
 from .rounds import round_order, run_benchmark, run_pair
 from .runtimes import RuntimeModule, count_reorders, export_module, max_abs_error, runtime_runner
 from .specs import (C109_CONFIG, COMPILE_MODES, DET_CONFIG, INFER_ONLY_KINDS, PAIR_FAMILIES, PHASES, R50_FPN_CONFIG,
-                    REPO_ROOT, RESNET50_CONFIG, RUNTIMES, SIDES, SMALL_CONFIG, BenchmarkSetup, PairSpec, SideSpec, default_setup,
-                    pair_specs, parse_size, select_pairs)
+                    REPO_ROOT, RESNET50_CONFIG, RUNTIMES, SIDES, SMALL_CONFIG, BenchmarkSetup, PairSpec, SideSpec,
+                    default_setup, pair_specs, parse_size, select_pairs)
 from .worker import WorkerClient, worker_main
 
 __all__ = [

@@ -37,9 +37,9 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
     :data:`INFER_ONLY_KINDS` skips train) ``setup.rounds`` rounds run, each side once per round,
     the first side alternating (:func:`round_order`); between the phases each worker reports
     :meth:`ModelBench.stats`, and before the infer rounds :meth:`ModelBench.runtime` (the BN
-    fold, the export to ``setup.runtime`` and its parity check happen then, untimed). With ``setup.profile``, each phase's
-    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other, and on the
-    CPU by :meth:`ModelBench.onednn` the same way.
+    fold, the export to ``setup.runtime`` and its parity check happen then, untimed).
+    With ``setup.profile``, each phase's rounds are followed by :meth:`ModelBench.profile` of one
+    side, then of the other, and on the CPU by :meth:`ModelBench.onednn` the same way.
 
     Returns:
         dict as under ``pairs.<name>`` in :func:`run_benchmark`'s result; on a worker failure,

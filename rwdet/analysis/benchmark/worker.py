@@ -41,7 +41,8 @@ def worker_main(payload: str) -> int:
         pair = PairSpec(p["name"], p["title"], p["kind"], p["batch"], tuple(p["size"]),
                         tuple(SideSpec(**{**d, "opts": tuple(d["opts"])}) for d in p["sides"]))
         s = spec["setup"]
-        setup = BenchmarkSetup(**{**s, **{k: tuple(s[k]) for k in ("batches", "det_size", "rw_opts", "r50_opts", "phases")}})
+        tuples = ("batches", "det_size", "rw_opts", "r50_opts", "phases")
+        setup = BenchmarkSetup(**{**s, **{k: tuple(s[k]) for k in tuples}})
         bench = ModelBench(side, pair, setup)
         device_name = (torch.cuda.get_device_name(torch.device(setup.device)) if setup.device.startswith("cuda")
                        else f"CPU, {os.cpu_count()} logical cores")
