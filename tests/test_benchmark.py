@@ -1,5 +1,6 @@
 """The interleaved benchmark (rwdet/analysis/benchmark/, tools/benchmark.py) at tiny sizes:
-ratio arithmetic, round order, saved-activation bytes, pairs, the deploy fold, the JSON."""
+ratio arithmetic, round order, saved-activation bytes, pairs, the deploy fold, the JSON, and the
+inference runtimes (ONNX Runtime, OpenVINO) against eager PyTorch."""
 
 import json
 import os
@@ -66,7 +67,7 @@ def test_saved_activation_bytes_matches_a_hand_count():
 def test_pairs_and_their_settings():
     setup = default_setup("cpu", batches=(4, 16), rw_opts=("MODEL.RANDWIRE.FORWARD", "node"))
     specs = pair_specs(setup)
-    assert list(specs) == ["cls_c109_b4", "cls_c109_b16", "cls_small", "det_trainable", "det_frozen"]
+    assert list(specs) == ["cls_c109_b4", "cls_c109_b16", "cls_small", "det_trainable", "det_frozen", "det_backbone"]
     assert specs["cls_small"].batch == 4 and specs["cls_small"].size == (224, 224)
     assert [s.model for s in specs["cls_small"].sides] == ["randwire_cls", "mobilenet_v2_cls"]
     assert specs["det_trainable"].size == (320, 427)
@@ -79,7 +80,10 @@ def test_pairs_and_their_settings():
     assert specs["cls_c109_b16"].sides[0].opts == ("MODEL.RANDWIRE.FORWARD", "node")
     assert [p.name for p in select_pairs(["cls_c109"], setup)] == ["cls_c109_b4", "cls_c109_b16"]
     assert [p.name for p in select_pairs(["det_frozen", "cls_c109_b16"], setup)] == ["cls_c109_b16", "det_frozen"]
-    assert len(select_pairs(None, setup)) == 5 and set(PAIR_FAMILIES) <= {n.rsplit("_b", 1)[0] for n in specs}
+    assert specs["det_backbone"].batch == 1 and specs["det_backbone"].kind == "backbone"
+    assert [s.model for s in specs["det_backbone"].sides] == ["randwire_backbone", "r50fpn_backbone"]
+    families = {n.rsplit("_b", 1)[0] if n.startswith("cls_c109") else n for n in specs}
+    assert len(select_pairs(None, setup)) == 6 and set(PAIR_FAMILIES) <= families
     with pytest.raises(ValueError, match="unknown pair 'det'"):
         select_pairs(["det"], setup)
 
@@ -194,3 +198,84 @@ def test_a_failing_worker_fails_its_pair_only():
     setup = default_setup("cpu", rw_opts=("MODEL.RANDWIRE.NO_SUCH_KEY", "1"), flops=False, **TINY)
     out = run_pair(pair_specs(setup)["cls_small"], setup, log=lambda msg: None)
     assert "NO_SUCH_KEY" in out["error"] and "median_ratio" not in out
+
+
+def test_runtime_setup_errors():
+    assert default_setup("cpu").runtime == "eager" and default_setup("cpu").phases == ("train", "infer")
+    assert default_setup("cpu", runtime="openvino", phases=["infer"]).phases == ("infer",)
+    with pytest.raises(ValueError, match="runtime='tvm'; allowed: 'eager', 'onnxruntime'"):
+        default_setup("cpu", runtime="tvm")
+    for bad, what in ((dict(deploy=False), "deploy off"), (dict(profile=True), "profile"),
+                      (dict(amp="bf16"), "amp='bf16'"), (dict(channels_last=True), "channels_last")):
+        with pytest.raises(ValueError, match=f"runtime='onnxruntime' does not go with {what}"):
+            default_setup("cpu", runtime="onnxruntime", **bad)
+    with pytest.raises(ValueError, match="phases=\\['test'\\]"):
+        default_setup("cpu", phases=("test",))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_cli_runtime_writes_runtime_reorders_and_parity(tmp_path, runtime):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
+           "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "2", "--threads", "1",
+           "--no-flops", "--runtime", runtime, "--phases", "infer", "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["runtime"] == data["setup"]["runtime"] == runtime and data["setup"]["phases"] == ["infer"]
+    pair = data["pairs"]["cls_small"]
+    assert pair["runtime"] == runtime and pair["phases"] == ["infer"]
+    # --phases infer: no train rounds, the infer rounds interleaved as in eager
+    assert pair["log"] == [["infer", 0, "randwire"], ["infer", 0, "reference"],
+                           ["infer", 1, "reference"], ["infer", 1, "randwire"]]
+    assert pair["median_ratio"]["infer"] > 0 and pair["median_ratio"]["train"] is None
+    for side in ("randwire", "reference"):
+        s = pair["sides"][side]
+        assert s["rounds"]["train"] == [] and len(s["rounds"]["infer"]) == 2
+        assert all(r["norm_layers_after"] == 0 < r["norm_layers_before"] for r in s["rounds"]["infer"])
+        rt = s["runtime"]
+        assert rt["name"] == runtime and rt["threads"] == 1 and rt["parity_of"] == "logits"
+        assert isinstance(rt["reorders"], int) and rt["reorders"] >= 0
+        # the runtime gives the folded classifier's logits (random init: small, but not all zero)
+        assert rt["max_abs_ref"] > 0 and rt["max_abs_err"] <= 1e-4 * rt["max_abs_ref"] + 1e-6
+    assert f"| {runtime}: layout reorders in the compiled graph |" in proc.stdout
+    assert f"inference runtime: {runtime}" in proc.stdout and "phases: infer" in proc.stdout
+
+
+def test_det_backbone_side_is_inference_only_and_runs_in_openvino():
+    setup = default_setup("cpu", runtime="openvino", threads=1, flops=False, **TINY)
+    pair = pair_specs(setup)["det_backbone"]
+    bench = ModelBench(pair.sides[1], pair, setup)  # R50-FPN's backbone+FPN
+    assert bench.x.shape == (1, 3, 64, 96)  # one preprocessed image, already a multiple of 32
+    with pytest.raises(RuntimeError, match="no training phase"):
+        bench.train_round()
+    stats = bench.stats()
+    assert stats["saved_activation_bytes"] is None and stats["params"] > 0 and stats["flops_of"] == "backbone+FPN"
+    with torch.no_grad():
+        eager = bench.model.eval()(bench.x)  # unfolded, eval mode
+    info = bench.runtime()
+    assert info["name"] == "openvino" and info["parity_of"] == "backbone+FPN features" and info["reorders"] >= 0
+    served = bench.forward(bench.x)
+    assert list(served) == ["p2", "p3", "p4", "p5", "p6"]
+    for name, ref in eager.items():  # the runtime against the model before the fold
+        torch.testing.assert_close(served[name], ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+    assert bench.infer_round()["norm_layers_after"] == 0
+
+
+def test_detector_serves_its_backbone_in_onnxruntime_with_the_same_detections():
+    # random heads and no score threshold: the box head's random scores give detections
+    setups = [default_setup("cpu", runtime=rt, threads=1, flops=False, random_heads=True,
+                            rw_opts=("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"), **TINY)
+              for rt in ("eager", "onnxruntime")]
+    pair = pair_specs(setups[0])["det_trainable"]
+    eager, served = (ModelBench(pair.sides[0], pair, s) for s in setups)  # RandWire, same seed and weights
+    for bench in (eager, served):
+        bench.deploy()
+    assert type(served.model.backbone).__name__ == "RuntimeBackbone" and served.runtime()["max_abs_err"] < 1e-4
+    with torch.no_grad():
+        a, b = (bench.forward(bench.infer_inputs)[0]["instances"] for bench in (eager, served))
+    assert len(a) == len(b) > 0  # the same detections (near-tied scores may swap places)
+    torch.testing.assert_close(b.scores.sort().values, a.scores.sort().values, rtol=1e-4, atol=1e-6)
+    nearest = (b.pred_boxes.tensor[:, None] - a.pred_boxes.tensor[None]).abs().amax(-1).amin(1)
+    assert float(nearest.max()) < 1e-2, nearest.max()

@@ -9,13 +9,33 @@
     python tools/benchmark.py --no-deploy --rw-opts MODEL.RANDWIRE.FORWARD level
     # both sides in channels-last (NHWC) memory format; time per op kind beside the ratios
     python tools/benchmark.py --channels-last --profile --pairs cls_c109_b4
+    # inference in OpenVINO (or onnxruntime, torchscript) on both sides; training rounds skipped
+    python tools/benchmark.py --threads 2 --runtime openvino --phases infer \
+        --pairs cls_c109_b1 det_backbone det_trainable --batch 1
     # quick check
     python tools/benchmark.py --device cpu --size 64 --det-size 64x96 --batch 2 --warmup 0 --iters 1 --rounds 2
 
 Pairs (RandWire first; ratios are RandWire / reference): ``cls_c109_b<B>`` (RandWire-WS C=109 vs
 ResNet-50 at each --batch B), ``cls_small`` (RandWire-WS small C=78 vs MobileNetV2 at the first
 --batch), ``det_trainable`` and ``det_frozen`` (Faster R-CNN RandWire-WS-FPN vs R50-FPN, with
-trainable BN and nothing frozen, and at Detectron2's defaults: FrozenBN, FREEZE_AT 2).
+trainable BN and nothing frozen, and at Detectron2's defaults: FrozenBN, FREEZE_AT 2),
+``det_backbone`` (the two detectors' backbone+FPN alone, one preprocessed image of --det-size
+(padded to a multiple of 32), BN folded; inference only: it has no training phase).
+
+--runtime: what runs the inference rounds, on both sides of every pair alike. ``eager`` (default)
+is PyTorch. ``onnxruntime``, ``openvino`` and ``torchscript`` take the BN-folded model (so
+--deploy must stay on), export it (ONNX opset 17 with ``torch.onnx.export(dynamo=False)``,
+``openvino.convert_model``, ``torch.jit.trace``) and run it there with --threads threads (ONNX
+Runtime intra-op threads; OpenVINO INFERENCE_NUM_THREADS, LATENCY hint, f32): the classifiers
+whole (static input shape), the detectors' backbone+FPN (dynamic shapes, as
+``MODEL.DEPLOY.RUNTIME`` serves it) with Detectron2's RPN, ROI heads and NMS in PyTorch (the
+"whole model" figure of det_trainable / det_frozen), and det_backbone's backbone+FPN. Training
+rounds are not affected: they run in eager PyTorch as with --runtime eager (skip them with
+--phases infer). CPU only; not with --amp, --compile, --channels-last or --profile. The export
+runs once per side before the first timed round; each side's outputs are then checked once
+against eager PyTorch's (max abs error in the JSON and report), and the layout reorders the
+runtime put into its compiled graph are counted (OpenVINO: runtime-model ops of type Reorder;
+ONNX Runtime: ReorderInput/ReorderOutput nodes of its optimized graph; TorchScript: n/a).
 
 Each model runs in its own persistent worker process; the two sides of a pair alternate in
 --rounds rounds (the first side swapped every round), and the report gives, per pair, the
@@ -28,8 +48,10 @@ JSON (--json): ``pairs.<pair>.median_ratio.{train, infer, train_peak_mem}``, ``s
 same keys ([min, max]), ``ratios`` (per round), ``sides.{randwire, reference}`` (medians, raw
 ``rounds``, ``saved_activation_bytes``, ``flops``, ``params``; with --profile ``profile.{train,
 infer}``: ms per step per op kind, and on the CPU ``onednn.{train, infer}``: ms per step per
-oneDNN primitive kind), ``log`` (the order the rounds ran), and ``setup`` (device,
-threads, torch version, sizes, rounds, overrides, command).
+oneDNN primitive kind), ``log`` (the order the rounds ran), ``runtime`` and ``phases`` (those run), each side's
+``runtime`` (name, reorders, threads, max_abs_err, max_abs_ref, parity_of: once the runtime
+runs it), and ``setup`` (device, threads, runtime, phases, torch version, sizes, rounds,
+overrides, command).
 
 --profile: after each phase's rounds, each side runs 2 x --iters more steps under torch.profiler,
 one side after the other, and the report adds per pair a table of the time per op kind
@@ -104,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="both sides' weights and inputs in channels_last (NHWC) memory format")
     p.add_argument("--profile", action="store_true",
                    help="after each phase's rounds, profile each side and report its time per op kind")
+    p.add_argument("--runtime", choices=["eager", "onnxruntime", "openvino", "torchscript"], default=None,
+                   help="what runs the inference rounds, both sides: eager PyTorch (default), or the "
+                        "BN-folded model exported to ONNX Runtime / OpenVINO / TorchScript (classifiers whole, "
+                        "detectors' backbone+FPN with the heads in PyTorch); training rounds stay in eager "
+                        "PyTorch (use --phases infer to skip them)")
+    p.add_argument("--phases", nargs="+", choices=["train", "infer"], default=None,
+                   help="phases to measure (default: train infer); det_backbone runs infer only")
     p.add_argument("--seed", type=int, default=None, help="seed of the models and inputs (default: 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON (atomically)")
     return p
@@ -122,10 +151,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             det_batch=args.det_batch, rounds=args.rounds, warmup=args.warmup, iters=args.iters,
             deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
-            channels_last=args.channels_last, profile=args.profile,
+            channels_last=args.channels_last, profile=args.profile, runtime=args.runtime, phases=args.phases,
         )
         select_pairs(args.pairs, setup)
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     command = " ".join(["python tools/benchmark.py", *(shlex.quote(a) for a in argv)])
     result = run_benchmark(setup, args.pairs, command=command)

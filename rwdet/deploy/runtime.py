@@ -57,7 +57,7 @@ def check_runtime(runtime: str, key: str = "MODEL.DEPLOY.RUNTIME") -> None:
             raise ImportError(f"{key}={runtime!r} needs {e.name}: pip install -e '.[deploy]'") from e
 
 
-def load_runner(model, runtime: str) -> Callable[[np.ndarray], List[np.ndarray]]:
+def load_runner(model, runtime: str, threads: Optional[int] = None) -> Callable[[np.ndarray], List[np.ndarray]]:
     """A function running an exported model in ``runtime`` on the CPU: float32 array -> list of
     output arrays, in the export's output order.
 
@@ -67,6 +67,12 @@ def load_runner(model, runtime: str) -> Callable[[np.ndarray], List[np.ndarray]]
             ``torch.jit.ScriptModule`` (torchscript).
         runtime: one of :data:`RUNTIMES`. OpenVINO compiles with f32 inference precision (its
             CPU plugin may otherwise pick bf16 on CPUs that have it).
+        threads: CPU threads of the runtime (ONNX Runtime ``intra_op_num_threads``, OpenVINO
+            ``INFERENCE_NUM_THREADS`` with the ``LATENCY`` performance hint; TorchScript uses
+            torch's threads); None: the runtime's default (all physical cores).
+
+    The returned function carries the runtime's handle for inspection: ``.session`` (ONNX
+    Runtime ``InferenceSession``) or ``.compiled`` (OpenVINO ``CompiledModel``).
 
     Raises:
         ValueError: an unknown runtime.
@@ -74,18 +80,29 @@ def load_runner(model, runtime: str) -> Callable[[np.ndarray], List[np.ndarray]]
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})
+
+        def run_onnxruntime(x):
+            return session.run(None, {name: x})
+        run_onnxruntime.session = session
+        return run_onnxruntime
     if runtime == "openvino":
         import openvino as ov
 
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads is not None:
+            config.update(INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
+        compiled = ov.Core().compile_model(model, "CPU", config)
         outputs = compiled.outputs
 
         def run_openvino(x):
             result = compiled({0: x})
             return [np.array(result[o]) for o in outputs]
+        run_openvino.compiled = compiled
         return run_openvino
     if runtime == "torchscript":
         module = torch.jit.load(model, map_location="cpu") if isinstance(model, str) else model

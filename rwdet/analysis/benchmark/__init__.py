@@ -15,6 +15,9 @@ Pairs (the first side, RandWire, is the numerator of every ratio):
   weights), both with trainable BN and nothing frozen (MODEL.BACKBONE.FREEZE_AT 0; NORM BN).
 * ``det_frozen``: the same two detectors at Detectron2's defaults: FrozenBN, stem and res2
   frozen (MODEL.BACKBONE.FREEZE_AT 2; NORM FrozenBN).
+* ``det_backbone``: the backbone+FPN alone of the ``det_trainable`` detectors (p2..p6 of one
+  image of ``det_size``, normalised and padded as ``preprocess_image`` does); inference only
+  (it has no loss, so no training phase).
 
 The classifiers get random images of ``size`` x ``size`` and random labels out of 1000
 classes; the detectors ``det_batch`` images of ``det_size`` (H x W) with 3-8 random boxes each,
@@ -76,10 +79,18 @@ Method:
   and of the box predictor are zeroed: proposals are then the anchors ranked by tied scores,
   the same for both models at the same input size, and inference ends with empty detections.
 
+* Runtime (``runtime``): the inference rounds of both sides run in eager PyTorch, or in ONNX
+  Runtime, OpenVINO or TorchScript: after the BN fold, the classifier, or the backbone+FPN
+  (detectors: in place of ``model.backbone``, Detectron2's heads in PyTorch), is exported and
+  loaded with ``threads`` threads, once, untimed; its outputs are compared with eager PyTorch's
+  once (max abs error) and the layout reorders of its compiled graph counted
+  (:mod:`.runtimes`). Training rounds always run in eager PyTorch (``phases`` can leave them out).
+
 On a CPU, run on an otherwise idle machine and set ``threads`` to the free physical cores.
 
 Modules, one job each: :mod:`.specs` (the setup, the pairs and their sides), :mod:`.models`
-(building a side's model and inputs: the one place a model is made), :mod:`.measure` (timing
+(building a side's model and inputs: the one place a model is made), :mod:`.runtimes` (export
+to and running in ONNX Runtime / OpenVINO / TorchScript), :mod:`.measure` (timing
 and memory of one model: :class:`ModelBench`), :mod:`.worker` (the worker process and its
 line protocol), :mod:`.rounds` (the parent's interleaved rounds), :mod:`.report` (ratios,
 Markdown report, JSON). Every public name is importable from this package.
@@ -89,9 +100,10 @@ from .measure import SGD_LR, ModelBench, count_norm_layers, saved_activation_byt
 from .models import NUM_IMAGENET_CLASSES, build_side_model
 from .report import METHOD_NOTE, RATIO_KEYS, markdown_report, ratio_summary, summarize_pair, write_json
 from .rounds import round_order, run_benchmark, run_pair
-from .specs import (C109_CONFIG, COMPILE_MODES, DET_CONFIG, PAIR_FAMILIES, PHASES, R50_FPN_CONFIG, REPO_ROOT,
-                    RESNET50_CONFIG, SIDES, SMALL_CONFIG, BenchmarkSetup, PairSpec, SideSpec, default_setup,
-                    pair_specs, parse_size, select_pairs)
+from .runtimes import RuntimeModule, count_reorders, export_module, max_abs_error, runtime_runner
+from .specs import (C109_CONFIG, COMPILE_MODES, DET_CONFIG, INFER_ONLY_KINDS, PAIR_FAMILIES, PHASES, R50_FPN_CONFIG,
+                    REPO_ROOT, RESNET50_CONFIG, RUNTIMES, SIDES, SMALL_CONFIG, BenchmarkSetup, PairSpec, SideSpec,
+                    default_setup, pair_specs, parse_size, select_pairs)
 from .worker import WorkerClient, worker_main
 
 __all__ = [
@@ -99,6 +111,7 @@ __all__ = [
     "C109_CONFIG",
     "COMPILE_MODES",
     "DET_CONFIG",
+    "INFER_ONLY_KINDS",
     "METHOD_NOTE",
     "ModelBench",
     "NUM_IMAGENET_CLASSES",
@@ -109,6 +122,8 @@ __all__ = [
     "RATIO_KEYS",
     "REPO_ROOT",
     "RESNET50_CONFIG",
+    "RUNTIMES",
+    "RuntimeModule",
     "SGD_LR",
     "SIDES",
     "SMALL_CONFIG",
@@ -116,14 +131,18 @@ __all__ = [
     "WorkerClient",
     "build_side_model",
     "count_norm_layers",
+    "count_reorders",
     "default_setup",
+    "export_module",
     "markdown_report",
+    "max_abs_error",
     "pair_specs",
     "parse_size",
     "ratio_summary",
     "round_order",
     "run_benchmark",
     "run_pair",
+    "runtime_runner",
     "saved_activation_bytes",
     "select_pairs",
     "summarize_pair",

@@ -20,8 +20,9 @@ from torch import nn
 from ...layers import fold_batchnorm
 from ..flops import count_model
 from ..profile import onednn_primitive_times, profile_op_kinds
-from .models import (NUM_IMAGENET_CLASSES, bccd_detection_images, detection_inputs, neutralize_detector_heads,
-                     synthetic_detection_images, build_side_model)
+from .models import (NUM_IMAGENET_CLASSES, backbone_inputs, bccd_detection_images, build_side_model,
+                     detection_inputs, neutralize_detector_heads, synthetic_detection_images)
+from .runtimes import RuntimeModule, max_abs_error, runtime_runner
 from .specs import PHASES, BenchmarkSetup, PairSpec, SideSpec
 
 #: Learning rate of the timed SGD steps: 0 keeps the weights (and so the detectors' proposals)
@@ -98,8 +99,9 @@ class ModelBench:
 
     Built once; then :meth:`train_round` any number of times, :meth:`stats` once, and
     :meth:`infer_round` any number of times (the first one switches to eval mode and, with
-    ``setup.deploy``, folds the BNs; training after that raises RuntimeError);
-    :meth:`profile` of a phase after its rounds.
+    ``setup.deploy``, folds the BNs, then with ``setup.runtime`` other than "eager" hands the
+    inference to that runtime; training after that raises RuntimeError); :meth:`profile` of a
+    phase after its rounds. A backbone-only side ("*_backbone") has no training phase.
 
     Args:
         side: the model to build.
@@ -128,10 +130,14 @@ class ModelBench:
             self.x = self.x.contiguous(memory_format=self.memory_format)
             self.y = torch.randint(0, NUM_IMAGENET_CLASSES, (pair.batch,), generator=g).to(self.device)
         else:
-            if not setup.random_heads:
-                neutralize_detector_heads(self.model)
             images = (bccd_detection_images(setup.bccd_root, pair.batch, pair.size) if setup.bccd_root
                       else synthetic_detection_images(pair.batch, pair.size, setup.seed))
+        if side.kind == "backbone":  # one preprocessed (normalised, padded) batch, as the detector's
+            self.x = backbone_inputs(images, self.cfg, self.model, self.device)
+            self.x = self.x.contiguous(memory_format=self.memory_format)
+        elif side.kind == "det":
+            if not setup.random_heads:
+                neutralize_detector_heads(self.model)
             self.train_inputs = detection_inputs(images, self.cfg, self.device, with_gt=True)
             self.infer_inputs = detection_inputs(images, self.cfg, self.device, with_gt=False)
             self.proposal_counts: List[int] = []
@@ -141,21 +147,22 @@ class ModelBench:
         self.optimizer = torch.optim.SGD(params, lr=SGD_LR, momentum=0.9, weight_decay=1e-4)
         self.scaler = torch.amp.GradScaler("cuda", enabled=setup.amp == "fp16")
         self.deployed: Optional[Dict[str, int]] = None  # norm-layer counts once in eval mode
+        self.runtime_info: Dict[str, Any] = {"name": "eager"}  # the runtime, its reorders and parity
         self._compile()
 
     def _compile(self) -> None:
-        """With ``setup.compile``, route the forward through ``torch.compile``: the classifier as
-        a whole (``self.forward``), or the detector's backbone + FPN in place of
-        ``model.backbone`` (kept uncompiled in ``self.backbone`` for FLOPs and the BN fold)."""
+        """With ``setup.compile``, route the forward through ``torch.compile``: the classifier (or
+        backbone-only side) as a whole (``self.forward``), or the detector's backbone + FPN in
+        place of ``model.backbone`` (kept uncompiled in ``self.backbone`` for FLOPs and the BN fold)."""
         s = self.setup
         self.forward: Callable[..., Any] = self.model
-        self.backbone = None if self.side.kind == "cls" else self.model.backbone
+        self.backbone = None if self.side.kind != "det" else self.model.backbone
         if s.compile == "none":
             return
         opts = dict(backend=s.compile_backend, mode=None if s.compile == "default" else s.compile)
         if s.compile_backend != "inductor":
             opts.pop("mode")  # modes are inductor's
-        if self.side.kind == "cls":
+        if self.side.kind != "det":
             self.forward = torch.compile(self.model, **opts)
         else:
             self.model.backbone = torch.compile(self.backbone, **opts)
@@ -190,7 +197,13 @@ class ModelBench:
         return contextlib.nullcontext()
 
     def loss(self) -> torch.Tensor:
-        """One training forward and its scalar loss (cross-entropy, or the detector's loss sum)."""
+        """One training forward and its scalar loss (cross-entropy, or the detector's loss sum).
+
+        Raises:
+            RuntimeError: a backbone-only side (it has no loss).
+        """
+        if self.side.kind == "backbone":
+            raise RuntimeError(f"{self.side.model}: the backbone+FPN alone has no loss (inference only)")
         with self._autocast():
             if self.side.kind == "cls":
                 return nn.functional.cross_entropy(self.forward(self.x), self.y)
@@ -207,7 +220,7 @@ class ModelBench:
     def infer_step(self) -> None:
         """One inference forward without autograd."""
         with torch.no_grad(), self._autocast():
-            self.forward(self.x if self.side.kind == "cls" else self.infer_inputs)
+            self.forward(self.infer_inputs if self.side.kind == "det" else self.x)
 
     def profile(self, phase: str) -> Dict[str, float]:
         """Two passes of ``iters`` steps of ``phase`` under torch.profiler, after that phase's
@@ -278,8 +291,11 @@ class ModelBench:
             also peak_rss_mib and base_rss_mib), proposals_per_image (detectors).
 
         Raises:
-            RuntimeError: called after the first inference round (the model is folded).
+            RuntimeError: called after the first inference round (the model is folded), or on a
+            backbone-only side (no training phase).
         """
+        if self.side.kind == "backbone":
+            raise RuntimeError(f"{self.side.model}: the backbone+FPN alone has no training phase")
         if self.deployed is not None:
             raise RuntimeError("train_round after infer_round: the model is in eval (deploy) form")
         s = self.setup
@@ -305,18 +321,21 @@ class ModelBench:
         the unfolded model).
 
         Returns:
-            dict: params, trainable_params, saved_activation_bytes, flops (None without
-            ``setup.flops``), flops_of ("classifier" or "backbone+FPN").
+            dict: params, trainable_params, saved_activation_bytes (None for a backbone-only
+            side: no loss), flops (None without ``setup.flops``), flops_of ("classifier" or
+            "backbone+FPN").
         """
         model = self.model
         was_training = model.training
         model.train()
         exclude = [*model.parameters(), *model.buffers()]
-        with self._storage(), self._eager():
-            saved = saved_activation_bytes(self.loss, exclude=exclude)  # of the eager model
+        saved = None
+        if self.side.kind != "backbone":
+            with self._storage(), self._eager():
+                saved = saved_activation_bytes(self.loss, exclude=exclude)  # of the eager model
         flops = None
         if self.setup.flops:
-            if self.side.kind == "cls":
+            if self.side.kind != "det":
                 flops, _ = count_model(model, self.x[:1])
             else:
                 images = model.preprocess_image(self.infer_inputs[:1]).tensor  # normalised, padded
@@ -336,12 +355,11 @@ class ModelBench:
         Returns:
             ``{"norm_layers_before": n, "norm_layers_after": m}`` (m == n without deploy).
 
-        This is where the inference form of the model is made (fold, then ``torch.compile`` when
-        asked): a runtime other than eager PyTorch would wrap the folded model here, as
-        ``self.forward``, so that the inference rounds, profiles and stats run through it.
-
-        Raises:
-            ImportError: deploy asked for but ``rwdet.layers.fold_batchnorm`` is missing.
+        This is where the inference form of the model is made: fold, then ``torch.compile`` when
+        asked, or with ``setup.runtime`` other than "eager" the export to that runtime
+        (:meth:`_serve_runtime`: ``self.forward`` for a classifier or backbone-only side, the
+        detector's ``model.backbone`` otherwise), so that the inference rounds run through it.
+        Exporting, compiling and the parity check happen here, before any timed step.
         """
         if self.deployed is None:
             self.model.eval()
@@ -351,8 +369,56 @@ class ModelBench:
                     self.model.backbone = self.backbone  # fold the uncompiled modules
                 self.model = fold_batchnorm(self.model).to(memory_format=self.memory_format)
                 self._compile()  # the folded model compiles anew
+            if self.setup.runtime != "eager":
+                self.runtime_info = self._serve_runtime()
             self.deployed = {"norm_layers_before": before, "norm_layers_after": count_norm_layers(self.model)}
         return self.deployed
+
+    def _serve_runtime(self) -> Dict[str, Any]:
+        """Export the folded model (classifier), or the backbone+FPN (backbone-only side and
+        detector), to ``setup.runtime`` with ``setup.threads`` and run the inference through it
+        (:mod:`rwdet.analysis.benchmark.runtimes`); check its outputs against eager PyTorch's
+        once, on the benchmark's own inputs.
+
+        Returns:
+            dict: name (the runtime), reorders (layout reorders in the compiled graph, or None),
+            threads, max_abs_err (max |runtime - eager| over the outputs), max_abs_ref (max
+            |eager output|, the scale of the error), parity_of (which outputs: "logits" or
+            "backbone+FPN features").
+        """
+        from ...deploy import BackboneAsTuple, RuntimeBackbone
+        from ...deploy.export import backbone_dynamic_axes
+
+        runtime, threads = self.setup.runtime, self.setup.threads
+        with torch.no_grad():
+            if self.side.kind == "cls":
+                ref = [self.model(self.x)]
+                runner, info = runtime_runner(self.model, self.x, runtime, threads, ["logits"])
+                self.forward = RuntimeModule(runner)
+                got, of = [self.forward(self.x)], "logits"
+            else:
+                backbone = self.model if self.side.kind == "backbone" else self.model.backbone
+                x = self.x if self.side.kind == "backbone" else self.model.preprocess_image(self.infer_inputs).tensor
+                wrapper = BackboneAsTuple(backbone).eval()
+                ref = list(wrapper(x))
+                runner, info = runtime_runner(wrapper, x, runtime, threads, wrapper.names,
+                                              backbone_dynamic_axes(wrapper.names))
+                served = RuntimeBackbone(runner, backbone.output_shape(), backbone.size_divisibility,
+                                         backbone.padding_constraints, runtime)
+                features = served(x)
+                got, of = [features[n] for n in wrapper.names], "backbone+FPN features"
+                if self.side.kind == "backbone":
+                    self.forward = served
+                else:  # Detectron2's heads run on the runtime's features
+                    self.model.backbone = served
+        info.update(max_abs_error(got, ref), parity_of=of, threads=threads)
+        return info
+
+    def runtime(self) -> Dict[str, Any]:
+        """The inference runtime's figures (after :meth:`deploy`, which it calls): ``{"name":
+        "eager"}``, or as :meth:`_serve_runtime` returns them."""
+        self.deploy()
+        return dict(self.runtime_info)
 
     def infer_round(self) -> Dict[str, Any]:
         """``warmup`` untimed then ``iters`` timed inference steps (after :meth:`deploy`).

@@ -16,7 +16,7 @@ import torchvision
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from PIL import Image
 from torch import nn
 
@@ -45,7 +45,8 @@ def build_side_model(side: SideSpec, device: str) -> Tuple[nn.Module, Any, str]:
 
     Returns:
         (model, its config or None, label for the report). Classifiers come on ``device``;
-        Detectron2 puts a detector on its ``MODEL.DEVICE`` (set here to ``device``).
+        Detectron2 puts a detector on its ``MODEL.DEVICE`` (set here to ``device``). A
+        "*_backbone" side is the ``backbone`` (backbone+FPN) of the detector of the same config.
 
     Raises:
         ValueError: an unknown ``side.model``, or bad config overrides.
@@ -59,10 +60,10 @@ def build_side_model(side: SideSpec, device: str) -> Tuple[nn.Module, Any, str]:
     if side.model == "mobilenet_v2_cls":
         model = torchvision.models.mobilenet_v2(weights=None, num_classes=NUM_IMAGENET_CLASSES)
         return model.to(device), None, "torchvision MobileNetV2"
-    if side.model == "randwire_det":
+    if side.model in ("randwire_det", "randwire_backbone"):
         cfg = load_config(config, opts)
         label = f"Faster R-CNN {randwire_label(cfg, 'FPN')}"
-    elif side.model == "r50fpn_det":
+    elif side.model in ("r50fpn_det", "r50fpn_backbone"):
         cfg = get_cfg()
         cfg.merge_from_file(model_zoo.get_config_file(side.config))
         cfg.merge_from_list(["MODEL.WEIGHTS", "", *opts])
@@ -70,8 +71,28 @@ def build_side_model(side: SideSpec, device: str) -> Tuple[nn.Module, Any, str]:
         label = "Faster R-CNN R50-FPN (Detectron2 model zoo)"
     else:
         raise ValueError(f"unknown model {side.model!r}; allowed: randwire_cls, resnet50_cls, "
-                         "mobilenet_v2_cls, randwire_det, r50fpn_det")
-    return build_model(cfg), cfg, label
+                         "mobilenet_v2_cls, randwire_det, r50fpn_det, randwire_backbone, r50fpn_backbone")
+    model = build_model(cfg)
+    if side.kind == "backbone":
+        label = label.replace("Faster R-CNN ", "") + ", backbone+FPN"
+        return model.backbone, cfg, label
+    return model, cfg, label
+
+
+def backbone_inputs(images: Sequence[Tuple[torch.Tensor, ...]], cfg, backbone: nn.Module,
+                    device: str) -> torch.Tensor:
+    """The batch a detector's backbone+FPN gets from ``images``, as ``GeneralizedRCNN.preprocess_image``
+    makes it: each image in the config's ``INPUT.FORMAT``, normalised with ``MODEL.PIXEL_MEAN`` /
+    ``PIXEL_STD``, padded to the backbone's ``size_divisibility`` (Detectron2's ``ImageList``).
+
+    Returns:
+        (B, 3, H', W') float32 on ``device`` (H', W': the sizes padded up).
+    """
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=device).view(-1, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD, device=device).view(-1, 1, 1)
+    tensors = [(d["image"] - mean) / std for d in detection_inputs(images, cfg, device, with_gt=False)]
+    return ImageList.from_tensors(tensors, backbone.size_divisibility,
+                                  padding_constraints=backbone.padding_constraints).tensor
 
 
 def neutralize_detector_heads(model: nn.Module) -> None:

@@ -106,6 +106,10 @@ def markdown_report(result: Dict[str, Any]) -> str:
         f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}; "
         f"memory format {'channels_last (NHWC)' if s.get('channels_last') else 'contiguous (NCHW)'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
+        f"- inference runtime: {s.get('runtime', 'eager')}"
+        + ("" if s.get("runtime", "eager") == "eager" else
+           " (classifiers whole; detectors: backbone+FPN, heads in PyTorch; training in eager PyTorch)")
+        + f"; phases: {', '.join(s.get('phases', PHASES))}",
     ]
     if s["rw_opts"] or s["r50_opts"]:
         lines.append(f"- RandWire overrides: {' '.join(s['rw_opts']) or '-'}; R50-FPN overrides: "
@@ -142,6 +146,14 @@ def markdown_report(result: Dict[str, Any]) -> str:
         lines.append("| BN layers for inference (before -> after the deploy fold) | "
                      + " | ".join(f"{f.get('norm_layers_before', 'n/a')} -> {f.get('norm_layers_after', 'n/a')}"
                                   for f in folds) + " | |")
+        runtimes = [side.get("runtime", {}) for side in (rw, ref)]
+        if any("max_abs_err" in r for r in runtimes):
+            lines.append(f"| {runtimes[0].get('name')}: layout reorders in the compiled graph | "
+                         + " | ".join(_fmt(r.get("reorders"), "d") for r in runtimes) + " | |")
+            lines.append(f"| {runtimes[0].get('name')} vs eager: max abs error ({runtimes[0].get('parity_of')}, "
+                         "max abs output) | " + " | ".join(
+                             f"{_fmt(r.get('max_abs_err'), '.2g')} ({_fmt(r.get('max_abs_ref'), '.3g')})"
+                             for r in runtimes) + " | |")
         if p["kind"] == "det":
             props = [_median(r.get("proposals_per_image") for r in side["rounds"][ph])
                      for side in (rw, ref) for ph in PHASES]

@@ -16,7 +16,7 @@ import torch
 
 from ..flops import machine_description
 from .report import METHOD_NOTE, summarize_pair
-from .specs import PHASES, SIDES, BenchmarkSetup, PairSpec, select_pairs
+from .specs import INFER_ONLY_KINDS, PHASES, SIDES, BenchmarkSetup, PairSpec, select_pairs
 from .worker import WorkerClient
 
 
@@ -33,19 +33,22 @@ def _log(msg: str) -> None:
 def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] = _log) -> Dict[str, Any]:
     """Measure one pair in interleaved rounds (see :mod:`rwdet.analysis.benchmark`).
 
-    Both workers are built, then for each phase (train, then infer) ``setup.rounds`` rounds run,
-    each side once per round, the first side alternating (:func:`round_order`); between the
-    phases each worker reports :meth:`ModelBench.stats`. With ``setup.profile``, each phase's
-    rounds are followed by :meth:`ModelBench.profile` of one side, then of the other, and on the
-    CPU by :meth:`ModelBench.onednn` the same way.
+    Both workers are built, then for each phase of ``setup.phases`` (train, then infer; a pair of
+    :data:`INFER_ONLY_KINDS` skips train) ``setup.rounds`` rounds run, each side once per round,
+    the first side alternating (:func:`round_order`); between the phases each worker reports
+    :meth:`ModelBench.stats`, and before the infer rounds :meth:`ModelBench.runtime` (the BN
+    fold, the export to ``setup.runtime`` and its parity check happen then, untimed).
+    With ``setup.profile``, each phase's rounds are followed by :meth:`ModelBench.profile` of one
+    side, then of the other, and on the CPU by :meth:`ModelBench.onednn` the same way.
 
     Returns:
         dict as under ``pairs.<name>`` in :func:`run_benchmark`'s result; on a worker failure,
         ``{"error": ..., ...}`` with what was measured before it.
     """
+    phases = [p for p in PHASES if p in setup.phases and not (p == "train" and pair.kind in INFER_ONLY_KINDS)]
     out: Dict[str, Any] = {"title": pair.title, "kind": pair.kind, "batch": pair.batch, "input_size": list(pair.size),
                            "sides": {name: {"model": asdict(s)} for name, s in zip(SIDES, pair.sides)},
-                           "log": []}
+                           "runtime": setup.runtime, "phases": phases, "log": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rwdet-bench-") as log_dir:
         workers = [WorkerClient(s, pair, setup, log_dir, f"{pair.name}-{name}") for name, s in zip(SIDES, pair.sides)]
@@ -59,6 +62,15 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         w.send({"cmd": "stats"})
                     for name, w in zip(SIDES, workers):
                         out["sides"][name].update(w.receive())
+                    if phase in phases:  # deploy both sides (fold, export) before the first timed round
+                        for name, w in zip(SIDES, workers):
+                            out["sides"][name]["runtime"] = info = w.request({"cmd": "runtime"})
+                            if "max_abs_err" in info:
+                                log(f"{pair.name} {name} in {info['name']}: {info['reorders']} reorders, "
+                                    f"max abs error vs eager {info['max_abs_err']:.3g} "
+                                    f"(outputs up to {info['max_abs_ref']:.3g})")
+                if phase not in phases:
+                    continue
                 for r in range(setup.rounds):
                     for i in round_order(r):
                         res = workers[i].request({"cmd": "round", "phase": phase})
@@ -95,14 +107,15 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
         command: the command line, recorded in the setup.
 
     Returns:
-        ``{"setup": {...}, "method": str, "pairs": {name: {...}}}`` where each pair has
+        ``{"setup": {...}, "runtime": str, "method": str, "pairs": {name: {...}}}`` where each pair has
         ``median_ratio.{train, infer, train_peak_mem}`` (RandWire / reference), ``spread`` of the
         same keys ([min, max]), ``ratios`` (per round), ``static_ratio.{flops, params,
         saved_activation_bytes}``, ``sides.{randwire, reference}`` (label, model, params,
         trainable_params, flops, saved_activation_bytes, ``median`` images/s and peak memory,
         ``rounds.{train, infer}``: the raw figures per round; with ``setup.profile``,
         ``profile.{train, infer}``: ms per step per op kind, and on the CPU ``onednn.{train,
-        infer}``: ms per step per oneDNN primitive kind), ``log`` (the order in which
+        infer}``: ms per step per oneDNN primitive kind; ``runtime``: name, reorders, threads,
+        max_abs_err, max_abs_ref, parity_of), ``runtime`` and ``phases`` (those run), ``log`` (the order in which
         the rounds ran: [phase, round, side]), title, kind, batch, input_size, seconds; or
         ``error``.
 
@@ -113,6 +126,7 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
     result: Dict[str, Any] = {
         "setup": {**asdict(setup), "torch": torch.__version__, "machine": machine_description(),
                   "command": command, "pairs": [p.name for p in chosen]},
+        "runtime": setup.runtime,
         "method": METHOD_NOTE,
         "pairs": {},
     }

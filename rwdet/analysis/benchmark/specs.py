@@ -24,12 +24,16 @@ RESNET50_CONFIG = "configs/imagenet/resnet50.yaml"
 #: Detectron2 model-zoo config of the reference detector.
 R50_FPN_CONFIG = "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
 #: Pair families, in report order; ``cls_c109`` makes one pair per batch (``cls_c109_b<B>``).
-PAIR_FAMILIES = ("cls_c109", "cls_small", "det_trainable", "det_frozen")
+PAIR_FAMILIES = ("cls_c109", "cls_small", "det_trainable", "det_frozen", "det_backbone")
 PHASES = ("train", "infer")
+#: Pair kinds without a training phase (their train rounds are skipped): the backbone+FPN alone.
+INFER_ONLY_KINDS = ("backbone",)
 #: The two sides of every pair; the first is the numerator of the ratios.
 SIDES = ("randwire", "reference")
 #: ``BenchmarkSetup.compile`` values: no compilation, or a ``torch.compile`` mode.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+#: ``BenchmarkSetup.runtime`` values (:mod:`rwdet.analysis.benchmark.runtimes`).
+RUNTIMES = ("eager", "onnxruntime", "openvino", "torchscript")
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -87,6 +91,13 @@ class BenchmarkSetup:
             depthwise kernels run faster. The fold for inference keeps the format.
         profile: after each phase's rounds, profile 2 x ``iters`` more steps of each side, one side
             after the other, and report their time per op kind (:mod:`rwdet.analysis.profile`).
+        runtime: what runs the inference rounds, on both sides: "eager" (PyTorch), or
+            "onnxruntime", "openvino", "torchscript": the BN-folded model exported and run there
+            (classifiers whole; detectors' backbone+FPN, with Detectron2's heads in PyTorch;
+            :mod:`rwdet.analysis.benchmark.runtimes`). CPU only, needs ``deploy``; training
+            rounds stay in eager PyTorch.
+        phases: the phases to measure, a non-empty subset of :data:`PHASES` (e.g. ("infer",)
+            to skip the training rounds); pairs of :data:`INFER_ONLY_KINDS` skip "train" anyway.
     """
 
     device: str
@@ -110,6 +121,8 @@ class BenchmarkSetup:
     random_heads: bool = False
     channels_last: bool = False
     profile: bool = False
+    runtime: str = "eager"
+    phases: Tuple[str, ...] = PHASES
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
@@ -148,6 +161,28 @@ class BenchmarkSetup:
                 raise ValueError(f"{name}={list(getattr(self, name))}: must be KEY VALUE pairs")
         if self.bccd_root and not os.path.isdir(self.bccd_root):
             raise ValueError(f"bccd_root={self.bccd_root!r} is not a directory")
+        if not self.phases or any(p not in PHASES for p in self.phases) or len(set(self.phases)) < len(self.phases):
+            raise ValueError(f"phases={list(self.phases)}: a non-empty subset of {', '.join(PHASES)}, each once")
+        self._check_runtime()
+
+    def _check_runtime(self) -> None:
+        """Raise ValueError if ``runtime`` is unknown or does not go with the other fields,
+        ImportError (with the install command) if its package is missing."""
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime={self.runtime!r}; allowed: {', '.join(repr(r) for r in RUNTIMES)}")
+        if self.runtime == "eager":
+            return
+        clashes = [(not self.device.startswith("cpu"), f"device={self.device!r} (the runtimes run on the CPU)"),
+                   (not self.deploy, "deploy off (the runtimes run the BN-folded model)"),
+                   (self.amp != "none", f"amp={self.amp!r}"), (self.compile != "none", f"compile={self.compile!r}"),
+                   (self.channels_last, "channels_last (the runtime picks its own layouts)"),
+                   (self.profile, "profile (torch.profiler cannot see inside the runtime)")]
+        for clash, what in clashes:
+            if clash:
+                raise ValueError(f"runtime={self.runtime!r} does not go with {what}; use runtime='eager' for it")
+        from ...deploy import check_runtime
+
+        check_runtime(self.runtime, key="runtime")
 
 
 def default_setup(device: Optional[str] = None, **overrides: Any) -> BenchmarkSetup:
@@ -171,7 +206,7 @@ def default_setup(device: Optional[str] = None, **overrides: Any) -> BenchmarkSe
     )
     setup = replace(setup, **{k: v for k, v in overrides.items() if v is not None})
     setup = replace(setup, batches=tuple(setup.batches), det_size=tuple(setup.det_size),
-                    rw_opts=tuple(setup.rw_opts), r50_opts=tuple(setup.r50_opts))
+                    rw_opts=tuple(setup.rw_opts), r50_opts=tuple(setup.r50_opts), phases=tuple(setup.phases))
     setup.check()
     return setup
 
@@ -181,9 +216,10 @@ class SideSpec:
     """One model of a pair, as its worker builds it.
 
     Attributes:
-        model: "randwire_cls", "resnet50_cls", "mobilenet_v2_cls", "randwire_det" or "r50fpn_det".
+        model: "randwire_cls", "resnet50_cls", "mobilenet_v2_cls", "randwire_det", "r50fpn_det",
+            or the detectors' backbone+FPN alone: "randwire_backbone", "r50fpn_backbone".
         config: config file, absolute or relative to the repository root (a model-zoo name for
-            "r50fpn_det"; "" for "mobilenet_v2_cls").
+            "r50fpn_det" and "r50fpn_backbone"; "" for "mobilenet_v2_cls").
         opts: ``KEY VALUE`` overrides of the config.
     """
 
@@ -193,7 +229,7 @@ class SideSpec:
 
     @property
     def kind(self) -> str:
-        """"cls" or "det"."""
+        """"cls", "det" or "backbone"."""
         return self.model.rsplit("_", 1)[1]
 
 
@@ -247,6 +283,12 @@ def pair_specs(setup: BenchmarkSetup) -> Dict[str, PairSpec]:
             (SideSpec("randwire_det", DET_CONFIG, tuple(_freeze_opts(freeze_at, norm, True)) + rw),
              SideSpec("r50fpn_det", R50_FPN_CONFIG, tuple(_freeze_opts(freeze_at, norm, False)) + r50)),
         )
+    pairs["det_backbone"] = PairSpec(
+        "det_backbone", "RandWire-WS-FPN vs R50-FPN backbone+FPN alone (one preprocessed image, inference only)",
+        "backbone", 1, tuple(setup.det_size),
+        (SideSpec("randwire_backbone", DET_CONFIG, tuple(_freeze_opts(0, "BN", True)) + rw),
+         SideSpec("r50fpn_backbone", R50_FPN_CONFIG, tuple(_freeze_opts(0, "BN", False)) + r50)),
+    )
     return pairs
 
 

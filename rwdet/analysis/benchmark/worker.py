@@ -27,8 +27,9 @@ def worker_main(payload: str) -> int:
     ``JSON`` holds ``side``, ``pair`` and ``setup``. The worker answers on its stdout, one JSON
     line per message: first ``{"ok": true, "ready": {...}}`` once the model is built, then one
     reply per command read from stdin: ``{"cmd": "round", "phase": "train"|"infer"}``,
-    ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "onednn", "phase": ...}``, ``{"cmd": "stats"}``
-    or ``{"cmd": "quit"}``. A failure answers ``{"ok": false, "error": ...}`` (traceback on
+    ``{"cmd": "profile", "phase": ...}``, ``{"cmd": "onednn", "phase": ...}``, ``{"cmd": "stats"}``,
+    ``{"cmd": "runtime"}`` (:meth:`ModelBench.runtime`: deploys, then the runtime's name,
+    reorders and parity) or ``{"cmd": "quit"}``. A failure answers ``{"ok": false, "error": ...}`` (traceback on
     stderr) and ends the worker with exit status 1.
     """
     channel = os.fdopen(os.dup(1), "w", buffering=1)
@@ -40,7 +41,8 @@ def worker_main(payload: str) -> int:
         pair = PairSpec(p["name"], p["title"], p["kind"], p["batch"], tuple(p["size"]),
                         tuple(SideSpec(**{**d, "opts": tuple(d["opts"])}) for d in p["sides"]))
         s = spec["setup"]
-        setup = BenchmarkSetup(**{**s, **{k: tuple(s[k]) for k in ("batches", "det_size", "rw_opts", "r50_opts")}})
+        tuples = ("batches", "det_size", "rw_opts", "r50_opts", "phases")
+        setup = BenchmarkSetup(**{**s, **{k: tuple(s[k]) for k in tuples}})
         bench = ModelBench(side, pair, setup)
         device_name = (torch.cuda.get_device_name(torch.device(setup.device)) if setup.device.startswith("cuda")
                        else f"CPU, {os.cpu_count()} logical cores")
@@ -53,6 +55,8 @@ def worker_main(payload: str) -> int:
                 return 0
             if cmd["cmd"] == "stats":
                 result = bench.stats()
+            elif cmd["cmd"] == "runtime":
+                result = bench.runtime()
             elif cmd["cmd"] == "round" and cmd.get("phase") in PHASES:
                 result = bench.train_round() if cmd["phase"] == "train" else bench.infer_round()
             elif cmd["cmd"] == "profile" and cmd.get("phase") in PHASES:
@@ -61,7 +65,7 @@ def worker_main(payload: str) -> int:
                 result = bench.onednn(cmd["phase"])
             else:
                 raise ValueError(f"unknown command {cmd!r}; allowed: round, profile or onednn "
-                                 "train/infer, stats, quit")
+                                 "train/infer, stats, runtime, quit")
             channel.write(json.dumps({"ok": True, "result": result}) + "\n")
         return 0
     except Exception as exc:  # reported to the parent, which records the pair as failed
