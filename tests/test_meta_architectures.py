@@ -360,3 +360,69 @@ def test_trains_on_real_photos_evaluates_and_round_trips(case, bccd_root, balloo
     assert torch.equal(ia.pred_boxes.tensor, ib.pred_boxes.tensor) and torch.equal(ia.scores, ib.scores)
     if "segm" in tasks:
         assert torch.equal(ia.pred_masks, ib.pred_masks)
+
+
+# ---------------------------------------------------------------------------------------------
+# demo: masks drawn
+# ---------------------------------------------------------------------------------------------
+
+
+def test_demo_draws_masks_on_a_balloon_photo(balloon_root, tmp_path):
+    from detectron2.structures import Boxes, Instances
+
+    from rwdet.engine.demo import draw_instances
+
+    register_balloon(str(balloon_root))
+    record = DatasetCatalog.get("balloon_val")[0]
+    image = cv2.imread(record["file_name"])
+    h, w = image.shape[:2]
+    anno = max(record["annotations"], key=lambda a: (a["bbox"][2] - a["bbox"][0]) * (a["bbox"][3] - a["bbox"][1]))
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(anno["segmentation"][0]).reshape(-1, 2) - 0.5).astype(np.int32)], 1)
+    inst = Instances((h, w))
+    inst.pred_boxes = Boxes(torch.tensor([anno["bbox"]], dtype=torch.float32))
+    inst.scores = torch.tensor([0.9])
+    inst.pred_classes = torch.tensor([0])
+    meta = MetadataCatalog.get("balloon_val")
+    boxes_only = draw_instances(image, inst, meta)
+    inst.pred_masks = torch.from_numpy(mask.astype(bool))[None]
+    with_mask = draw_instances(image, inst, meta)
+    inside = cv2.erode(mask, np.ones((15, 15), np.uint8)).astype(bool)  # away from outline and label
+    x1, y1, x2, y2 = (int(v) for v in anno["bbox"])
+    inside[y1:y1 + 40, :] = False  # the label sits at the box's top
+    assert inside.sum() > 1000
+
+    def change(drawn):
+        return np.abs(drawn.astype(int) - image.astype(int)).sum(axis=2)
+
+    # The mask is filled (translucent colour) inside the balloon; boxes alone leave it as it was.
+    assert np.median(change(with_mask)[inside]) > 40
+    assert np.median(change(boxes_only)[inside]) < 15
+    far = np.ones((h, w), bool)
+    far[max(0, y1 - 60):y2 + 60, max(0, x1 - 60):x2 + 60] = False
+    assert change(with_mask)[far].max() <= 3  # rest of the photo untouched (to rounding)
+
+
+def test_demo_tool_on_a_balloon_photo_with_mask_rcnn(balloon_root, tmp_path):
+    from detectron2.engine import DefaultPredictor
+
+    config = str(REPO / "configs/balloon/mask_rcnn_randwire_ws_c109_balloon.yaml")
+    cfg = load_config(config, TINY_OPTS)
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    src = balloon_root / "val" / sorted(p.name for p in (balloon_root / "val").glob("*.jpg"))[0]
+    cfg = load_config(config, TINY_OPTS + ["MODEL.WEIGHTS", str(weights), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    instances = DefaultPredictor(cfg)(cv2.imread(str(src)))["instances"]
+    assert len(instances) > 0 and instances.has("pred_masks")
+    assert tuple(instances.pred_masks.shape[1:]) == cv2.imread(str(src)).shape[:2]  # pasted at full size
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "drawn"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "demo.py"), "--config-file", config, "--input", str(src),
+         "--output", str(out) + "/", "--confidence-threshold", "0.0", *TINY_OPTS, "MODEL.WEIGHTS", str(weights)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"{src}: {len(instances)} detections -> {out / src.name}" in proc.stdout
+    written = cv2.imread(str(out / src.name))
+    assert written.shape == cv2.imread(str(src)).shape
