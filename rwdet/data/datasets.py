@@ -363,7 +363,8 @@ def load_via_instances(json_file: str, image_dir: str, class_name: str = "balloo
     Args:
         json_file: the VIA json (a dict of entries with ``filename`` and ``regions``, a dict
             or a list of ``{"shape_attributes": {"name": "polygon", "all_points_x": [...],
-            "all_points_y": [...]}}``).
+            "all_points_y": [...]}}``); a VIA 2.x project file's ``_via_img_metadata`` is
+            read the same way.
         image_dir: folder of the images named by ``filename``.
         class_name: for messages only; every instance gets ``category_id`` 0.
 
