@@ -255,7 +255,8 @@ def is_randwire(cfg: CN) -> bool:
 
     A classification config (it has ``MODEL.ARCH``, ``rwdet.classification.config``) builds one
     when ``MODEL.ARCH`` is "randwire"; a detection config when its ``MODEL.BACKBONE.NAME`` is a
-    RandWire builder (``build_randwire_backbone``, ``build_randwire_fpn_backbone``) and it has
+    RandWire builder (``build_randwire_backbone``, ``build_randwire_fpn_backbone``,
+    ``build_randwire_fpn_retinanet_backbone``) and it has
     the ``MODEL.RANDWIRE`` keys. Only such configs have graphs (:func:`randwire_graph_specs`).
     """
     if "ARCH" in cfg.MODEL:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Compare detection backbones (paper sec. 5: RandWire-WS against ResNet at equal FLOPs): train
-the same Faster R-CNN FPN, same data and schedule, once per (config, seed), and report COCO AP
-mean ± std over seeds, seconds per iteration and backbone+FPN FLOPs per backbone.
+the same detector (Faster R-CNN, RetinaNet, Cascade R-CNN or Mask R-CNN on an FPN), same data and
+schedule, once per (config, seed), and report COCO AP (and mask AP for Mask R-CNN) mean ± std over
+seeds, seconds per iteration and backbone+FPN FLOPs per backbone.
 
     python tools/compare_backbones.py --configs configs/bccd/faster_rcnn_randwire_ws_c109_bccd.yaml \\
         configs/bccd/faster_rcnn_R_50_FPN_bccd.yaml configs/bccd/faster_rcnn_randwire_ws_small_bccd.yaml \\

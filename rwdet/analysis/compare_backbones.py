@@ -152,12 +152,13 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
 
     Returns:
         ``{"bbox": {metric: value}}`` with COCO AP in percent (AP, AP50, AP75, APs, APm,
-        APl, AP-<class>); ``"sec_per_iter"``: the median of the ``time`` values in
+        APl, AP-<class>); ``"segm"``: the same for masks (Mask R-CNN; ``{}`` for a detector
+        without masks); ``"sec_per_iter"``: the median of the ``time`` values in
         metrics.json (each one Detectron2's median step time, data loading included, over its
         logging window of 20 iterations; seconds; NaN for a run of at most 3 iterations, which
         Detectron2's IterationTimer leaves untimed); ``"evaluations"``: ``[[iteration, AP], ...]``
         of every evaluation logged during training (TEST.EVAL_PERIOD > 0), the final one
-        included.
+        included; ``"segm_evaluations"``: the same with mask AP (empty without masks).
 
     Raises:
         FileNotFoundError: a missing results file (the message names it).
@@ -171,7 +172,7 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
     if test_dataset not in results or "bbox" not in results[test_dataset]:
         raise KeyError(f"{path} holds no bbox results for {test_dataset!r}; it has {sorted(results)}")
     metrics_path = os.path.join(run_dir, "metrics.json")
-    times, evaluations = [], []
+    times, evaluations, segm_evaluations = [], [], []
     if os.path.isfile(metrics_path):
         with open(metrics_path) as f:
             for line in f:
@@ -180,10 +181,14 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
                     times.append(float(row["time"]))
                 if "bbox/AP" in row:
                     evaluations.append([int(row["iteration"]), float(row["bbox/AP"])])
+                if "segm/AP" in row:
+                    segm_evaluations.append([int(row["iteration"]), float(row["segm/AP"])])
     return {
         "bbox": {k: float(v) for k, v in results[test_dataset]["bbox"].items()},
+        "segm": {k: float(v) for k, v in results[test_dataset].get("segm", {}).items()},
         "sec_per_iter": statistics.median(times) if times else math.nan,
         "evaluations": evaluations,
+        "segm_evaluations": segm_evaluations,
     }
 
 
@@ -339,7 +344,7 @@ def run_comparison(
         if diverged_at is None:
             result = read_run(run_dir, cfg.DATASETS.TEST[0])
         else:
-            result = {"bbox": {}, "sec_per_iter": math.nan, "evaluations": []}
+            result = {"bbox": {}, "segm": {}, "sec_per_iter": math.nan, "evaluations": [], "segm_evaluations": []}
         records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
                         "seconds": seconds, "reused": action == "reuse", "diverged_at": diverged_at, **result})
     return records
@@ -446,7 +451,8 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
         rows ``{"config", "backbone", "seeds", "n", "diverged", "metrics": {name: {"mean", "std",
         "per_seed"}}, "sec_per_iter": {"mean", "std", "per_seed"}, "last_evaluations":
         [[iteration, AP], ...] per seed (the last two), "flops", "params", "input_shape"}``;
-        metric names are AP, AP50, AP75 and AP-<class> (COCO AP in percent). The std is the
+        metric names are AP, AP50, AP75 and AP-<class> (COCO AP in percent), and for runs with
+        masks (Mask R-CNN) also "mask AP", "mask AP50", "mask AP75" (:data:`MASK_METRICS`). The std is the
         sample one (n - 1), NaN with one seed; NaN values (a class absent from the test set)
         are left out of the mean. Runs that diverged are left out of seeds, n and every
         statistic, and listed in "diverged" as ``{seed: iteration}``.
@@ -466,6 +472,11 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
             per_seed = [r["bbox"].get(k, math.nan) for r in runs]
             mean, std = _mean_std(per_seed)
             metrics[k] = {"mean": mean, "std": std, "per_seed": per_seed}
+        if any(r.get("segm") for r in runs):
+            for name, k in MASK_METRICS.items():
+                per_seed = [r.get("segm", {}).get(k, math.nan) for r in runs]
+                mean, std = _mean_std(per_seed)
+                metrics[name] = {"mean": mean, "std": std, "per_seed": per_seed}
         times = [r["sec_per_iter"] for r in runs]
         mean, std = _mean_std(times)
         count = (flops or {}).get(row["config"], {})
@@ -478,6 +489,15 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
     return out
 
 
+#: Mask metrics in the tables (Mask R-CNN): column name -> Detectron2's "segm" metric.
+MASK_METRICS = {"mask AP": "AP", "mask AP50": "AP50", "mask AP75": "AP75"}
+
+
+def _mask_columns(metric_dicts) -> List[str]:
+    """The :data:`MASK_METRICS` columns when any of ``metric_dicts`` has them, else none."""
+    return list(MASK_METRICS) if any(name in m for m in metric_dicts for name in MASK_METRICS) else []
+
+
 def _pm(stat: dict, digits: int = 2) -> str:
     if math.isnan(stat["mean"]):
         return "-"
@@ -487,13 +507,13 @@ def _pm(stat: dict, digits: int = 2) -> str:
 
 def format_markdown(rows: Sequence[dict]) -> str:
     """A Markdown table, one row per backbone: backbone | config | seeds | diverged (seeds whose
-    run diverged, left out of the statistics, with the iteration) | AP | AP50 | AP75 |
-    AP of each class (mean ± std over seeds, COCO AP in percent) | s/iter (mean ± std) |
+    run diverged, left out of the statistics, with the iteration) | AP | AP50 | AP75 | (mask AP |
+    mask AP50 | mask AP75, for Mask R-CNN) | AP of each class (mean ± std over seeds, COCO AP in percent) | s/iter (mean ± std) |
     backbone+FPN GFLOPs (at the counted input) | params (M, whole detector)."""
     classes = []
     for r in rows:
         classes += [k for k in r["metrics"] if k.startswith("AP-") and k not in classes]
-    cols = ["AP", "AP50", "AP75"] + classes
+    cols = ["AP", "AP50", "AP75"] + _mask_columns(r["metrics"] for r in rows) + classes
     head = ["backbone", "config", "seeds", "diverged", *cols, "s/iter", "backbone+FPN GFLOPs", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -512,8 +532,9 @@ def format_markdown(rows: Sequence[dict]) -> str:
 
 def format_runs_markdown(records: Sequence[dict]) -> str:
     """A Markdown table, one row per run, to check that AP has settled: backbone | seed | AP |
-    AP50 | AP75 | AP of each class (COCO AP in percent) | every evaluation during training as
-    ``iteration: AP`` (the iteration as Detectron2 logs it: the 0-based index of the step just
+    AP50 | AP75 | (mask AP | mask AP50 | mask AP75, for Mask R-CNN) | AP of each class (COCO AP in
+    percent) | every evaluation during training as
+    ``iteration: AP`` (``iteration: AP / mask AP`` with masks) (the iteration as Detectron2 logs it: the 0-based index of the step just
     done for a periodic evaluation, the run's length for the final one) | last step (AP of the
     last evaluation minus the one before; a clearly positive step means AP was still climbing) |
     s/iter | minutes (the run's recorded training and evaluation time).
@@ -525,8 +546,11 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
     classes = []
     for r in records:
         classes += [k for k in r.get("bbox", {}) if k.startswith("AP-") and k not in classes]
-    cols = ["AP", "AP50", "AP75"] + classes
+    masks = _mask_columns({name: 0 for name in MASK_METRICS} if r.get("segm") else {} for r in records)
+    cols = ["AP", "AP50", "AP75"] + masks + classes
     head = ["backbone", "seed", *cols, "evaluations (iteration: AP)", "last step", "s/iter", "minutes"]
+    if masks:
+        head[head.index("evaluations (iteration: AP)")] = "evaluations (iteration: AP / mask AP)"
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(x, fmt=".2f"):
@@ -539,8 +563,11 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
         else:
             evals = r.get("evaluations") or []
             step = evals[-1][1] - evals[-2][1] if len(evals) > 1 else None
-            cells += [num(r["bbox"].get(c)) for c in cols]
-            cells += [", ".join(f"{i}: {ap:.2f}" for i, ap in evals) or "-", num(step, "+.2f"),
+            cells += [num(r.get("segm", {}).get(MASK_METRICS[c]) if c in MASK_METRICS else r["bbox"].get(c))
+                      for c in cols]
+            masked = dict(r.get("segm_evaluations") or [])
+            shown = [f"{i}: {ap:.2f}" + (f" / {masked[i]:.2f}" if i in masked else "") for i, ap in evals]
+            cells += [", ".join(shown) or "-", num(step, "+.2f"),
                       num(r.get("sec_per_iter")), num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,17 +1,21 @@
-"""Dataset loading and registration (BCCD / PASCAL VOC layout, COCO json), and the DATASETS
+"""Dataset loading and registration (BCCD / PASCAL VOC layout, balloon / VIA polygons, COCO json), and the DATASETS
 config keys that name them (:func:`add_dataset_config`)."""
 
 from .datasets import (
     BadAnnotationsError,
     BadImageError,
     NamingMapper,
+    BALLOON_CLASSES,
+    BALLOON_SPLITS,
     BCCD_CLASSES,
     add_dataset_config,
     BCCD_SPLITS,
     check_datasets_on_disk,
     check_num_classes,
+    load_via_instances,
     load_voc_instances,
     prepare_datasets,
+    register_balloon,
     register_bccd,
     load_coco_json_checked,
     register_coco_json,
@@ -28,6 +32,10 @@ __all__ = [
     "load_coco_json_checked",
     "BCCD_CLASSES",
     "BCCD_SPLITS",
+    "BALLOON_CLASSES",
+    "BALLOON_SPLITS",
+    "load_via_instances",
+    "register_balloon",
     "load_voc_instances",
     "register_voc_dataset",
     "register_bccd",

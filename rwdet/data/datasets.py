@@ -9,6 +9,8 @@ name (``cfg.DATASETS.TRAIN = ("bccd_train",)``):
   from the public GitHub repository Shenggan/BCCD_Dataset).
 * COCO-format json files (a thin wrapper around Detectron2's
   ``register_coco_instances``).
+* VGG Image Annotator (VIA) 1.x polygon json, in particular the balloon photos of Detectron2's
+  getting-started tutorial (``balloon_train`` / ``balloon_val``, with instance masks).
 
 COCO 2017 itself needs nothing from this module: Detectron2's builtin
 registration (``detectron2.data.datasets.builtin``) already registers
@@ -36,6 +38,10 @@ __all__ = [
     "add_dataset_config",
     "BCCD_CLASSES",
     "BCCD_SPLITS",
+    "BALLOON_CLASSES",
+    "BALLOON_SPLITS",
+    "load_via_instances",
+    "register_balloon",
     "load_voc_instances",
     "register_voc_dataset",
     "register_bccd",
@@ -422,6 +428,164 @@ def register_bccd(root: str) -> List[str]:
 
 
 # ---------------------------------------------------------------------------
+# VIA polygons / balloon
+# ---------------------------------------------------------------------------
+
+#: Class names of the balloon data set (``category_id`` 0).
+BALLOON_CLASSES = ("balloon",)
+
+#: Splits of the balloon data set: sub-folders of its root, each with ``via_region_data.json``.
+BALLOON_SPLITS = ("train", "val")
+
+#: File name of the VIA annotations in each balloon split folder.
+VIA_JSON = "via_region_data.json"
+
+_BALLOON_SOURCE_HINT = (
+    "The balloon data set (Detectron2's getting-started tutorial) is the balloon_dataset.zip of "
+    "the GitHub repository matterport/Mask_RCNN (release v2.1): its root holds train/ and val/, "
+    f"each with the JPEG photos and {VIA_JSON} (VGG Image Annotator 1.x polygons)."
+)
+
+
+def load_via_instances(json_file: str, image_dir: str, class_name: str = "balloon") -> List[Dict[str, Any]]:
+    """Load a VGG Image Annotator (VIA) 1.x polygon json as Detectron2 dataset dicts, one class.
+
+    Follows ``get_balloon_dicts`` of Detectron2's getting-started tutorial (Colab notebook,
+    "Train on a custom dataset"): each polygon region becomes an instance with
+    ``segmentation`` ``[polygon]`` and the polygon's bounding box. VIA points are pixel
+    indices; as in the tutorial they are moved to pixel centres (+0.5) in Detectron2's
+    continuous coordinates and clipped to ``[0, width] x [0, height]`` (VIA lets a point sit
+    on the border, index = width), and the box is the min/max of those points (``XYXY_ABS``),
+    so every box lies inside its image.
+
+    Args:
+        json_file: the VIA json (a dict of entries with ``filename`` and ``regions``, a dict
+            or a list of ``{"shape_attributes": {"name": "polygon", "all_points_x": [...],
+            "all_points_y": [...]}}``); a VIA 2.x project file's ``_via_img_metadata`` is
+            read the same way.
+        image_dir: folder of the images named by ``filename``.
+        class_name: for messages only; every instance gets ``category_id`` 0.
+
+    Returns:
+        One dict per json entry, in file order: ``file_name`` (``image_dir/filename``),
+        ``image_id`` (the file name), ``height`` and ``width`` (from the image header, EXIF
+        orientation applied as Detectron2's ``read_image``) and ``annotations``: dicts with
+        ``bbox`` ``[x1, y1, x2, y2]`` (pixels), ``bbox_mode`` ``BoxMode.XYXY_ABS``,
+        ``segmentation`` ``[[x0, y0, x1, y1, ...]]`` and ``category_id`` 0.
+
+    Raises:
+        FileNotFoundError: ``json_file`` or an image it names is missing (named).
+        ValueError: the json is not valid JSON or not VIA 1.x; a region that is not a polygon,
+            or a polygon with fewer than 3 points or unequal x/y lists; an image that cannot
+            be read (each message names the file and the entry).
+    """
+    import json
+
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"VIA annotation file {json_file!r} not found. {_BALLOON_SOURCE_HINT}")
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            entries = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+    if isinstance(entries, dict) and "_via_img_metadata" in entries:  # a VIA 2.x project file
+        entries = entries["_via_img_metadata"]
+    if not isinstance(entries, dict):
+        raise ValueError(f"{json_file} is not a VIA 1.x json (a dict of image entries), got a {type(entries).__name__}")
+    dicts = []
+    for key, entry in entries.items():
+        if not isinstance(entry, dict) or "filename" not in entry:
+            raise ValueError(f"{json_file}: entry {key!r} has no 'filename'; not a VIA 1.x json")
+        file_name = os.path.join(image_dir, entry["filename"])
+        size = _image_size(file_name)
+        if isinstance(size, str):
+            if not os.path.exists(file_name):
+                raise FileNotFoundError(f"Image {file_name!r} (entry {key!r} of {json_file}) not found.")
+            raise ValueError(f"Image {file_name!r} (entry {key!r} of {json_file}) {size}")
+        width, height = size
+        regions = entry.get("regions") or {}
+        regions = list(regions.values()) if isinstance(regions, dict) else list(regions)
+        annotations = []
+        for i, region in enumerate(regions):
+            shape = region.get("shape_attributes", {}) if isinstance(region, dict) else {}
+            where = f"{json_file}: region {i} of {entry['filename']!r}"
+            if shape.get("name") != "polygon":
+                raise ValueError(f"{where} is a {shape.get('name')!r}; only 'polygon' regions are read")
+            px, py = shape.get("all_points_x", []), shape.get("all_points_y", [])
+            if len(px) != len(py) or len(px) < 3:
+                raise ValueError(
+                    f"{where} has {len(px)} x and {len(py)} y coordinates; a polygon needs the same "
+                    "number of each, at least 3"
+                )
+            # pixel centres, clipped to the image: annotators put border points at x = width
+            # (13 polygons of balloon_train), whose centre would lie outside
+            xs = [min(max(float(x) + 0.5, 0.0), float(width)) for x in px]
+            ys = [min(max(float(y) + 0.5, 0.0), float(height)) for y in py]
+            annotations.append({
+                "bbox": [min(xs), min(ys), max(xs), max(ys)],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "segmentation": [[c for xy in zip(xs, ys) for c in xy]],
+                "category_id": 0,
+            })
+        dicts.append({"file_name": file_name, "image_id": entry["filename"], "height": height,
+                      "width": width, "annotations": annotations})
+    logger.info("Loaded %d images, %d %s polygons from %s", len(dicts),
+                sum(len(d["annotations"]) for d in dicts), class_name, json_file)
+    return dicts
+
+
+def _check_balloon_root(root: str) -> None:
+    """Raise FileNotFoundError unless ``root`` has ``<split>/via_region_data.json`` for each
+    of :data:`BALLOON_SPLITS`; the message says where it looked and where the data comes from."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"DATASETS.BALLOON_ROOT {root!r} (absolute: {os.path.abspath(root)!r}) does not exist or "
+            f"is not a directory. {_BALLOON_SOURCE_HINT}"
+        )
+    missing = [os.path.join(split, VIA_JSON) for split in BALLOON_SPLITS
+               if not os.path.isfile(os.path.join(root, split, VIA_JSON))]
+    if missing:
+        raise FileNotFoundError(
+            f"Balloon root {os.path.abspath(root)!r} lacks {missing}. {_BALLOON_SOURCE_HINT}"
+        )
+
+
+def register_balloon(root: str) -> List[str]:
+    """Register ``balloon_train`` and ``balloon_val`` from the balloon data set at ``root``.
+
+    As ``register_balloon`` in Detectron2's getting-started tutorial: each split folder
+    ``root/<split>`` holds the photos and ``via_region_data.json``, loaded lazily by
+    :func:`load_via_instances`. ``MetadataCatalog`` gets ``thing_classes`` ``["balloon"]``,
+    ``evaluator_type`` "coco" (box and mask AP through COCOEvaluator, which converts the
+    polygons to COCO json), ``dirname`` (the split folder) and ``split``. Registering again
+    with the same root does nothing.
+
+    Returns:
+        ``["balloon_train", "balloon_val"]`` (61 and 13 photos, 255 and 50 polygons in the
+        matterport release).
+
+    Raises:
+        FileNotFoundError: ``root`` or a split's ``via_region_data.json`` is missing; the
+            message says where it looked and where the data comes from.
+        ValueError: a name is already registered with another root.
+    """
+    root = os.path.abspath(root)
+    _check_balloon_root(root)
+    names = []
+    for split in BALLOON_SPLITS:
+        name, dirname = f"balloon_{split}", os.path.join(root, split)
+        expected = {"dirname": dirname, "split": split, "thing_classes": list(BALLOON_CLASSES)}
+        if _claim_name(name, expected, "balloon (VIA) dataset"):
+            json_file = os.path.join(dirname, VIA_JSON)
+            DatasetCatalog.register(name, lambda j=json_file, d=dirname: load_via_instances(j, d))
+            _RWDET_REGISTERED.add(name)
+            MetadataCatalog.get(name).set(thing_classes=list(BALLOON_CLASSES), evaluator_type="coco",
+                                          dirname=dirname, split=split)
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------
 # COCO json
 # ---------------------------------------------------------------------------
 
@@ -551,6 +715,7 @@ def add_dataset_config(cfg):
     Detectron2's ``add_*_config``; each key is described on its line. They are read by
     :func:`register_datasets_from_config` and :func:`prepare_datasets`."""
     cfg.DATASETS.BCCD_ROOT = ""  # root of the BCCD dataset (PASCAL VOC layout): registers bccd_train/val/test; "" registers nothing
+    cfg.DATASETS.BALLOON_ROOT = ""  # root of the balloon photos (train/, val/ with VIA via_region_data.json): registers balloon_train/val; "" registers nothing
     cfg.DATASETS.COCO_JSON = []  # [name, json_file, image_root] triples to register as COCO-format datasets
     cfg.DATASETS.SKIP_BAD_IMAGES = False  # True: leave unreadable/truncated/mis-sized images out, with a warning, instead of refusing (also mid-training)
     cfg.DATASETS.SKIP_BAD_ANNOTATIONS = False  # True: leave bad annotations (no/invalid/inverted bbox, unknown category_id, bad segmentation) out, with a warning, instead of refusing
@@ -561,10 +726,12 @@ def add_dataset_config(cfg):
 def register_datasets_from_config(cfg) -> List[str]:
     """Register the datasets named in a Detectron2 config.
 
-    Reads two optional keys (absent = empty):
+    Reads three optional keys (absent = empty):
 
     * ``cfg.DATASETS.BCCD_ROOT`` (str): BCCD root for :func:`register_bccd`;
       ``""`` skips BCCD.
+    * ``cfg.DATASETS.BALLOON_ROOT`` (str): balloon root for :func:`register_balloon`;
+      ``""`` skips it.
     * ``cfg.DATASETS.COCO_JSON``: list of ``[name, json_file, image_root]`` triples,
       each passed to :func:`register_coco_json`.
 
@@ -576,9 +743,9 @@ def register_datasets_from_config(cfg) -> List[str]:
         The dataset names registered (or found already registered) by this call.
 
     Raises:
-        ValueError: ``BCCD_ROOT`` is not a string, ``COCO_JSON`` is not a list, or an
+        ValueError: ``BCCD_ROOT`` or ``BALLOON_ROOT`` is not a string, ``COCO_JSON`` is not a list, or an
             entry of it is not a 3-item list/tuple of strings (the message shows it).
-        FileNotFoundError: from :func:`register_bccd` / :func:`register_coco_json`
+        FileNotFoundError: from :func:`register_bccd` / :func:`register_balloon` / :func:`register_coco_json`
             when a path does not exist.
     """
     datasets_cfg = cfg.DATASETS
@@ -589,6 +756,12 @@ def register_datasets_from_config(cfg) -> List[str]:
         raise ValueError(f"cfg.DATASETS.BCCD_ROOT must be a string, got {bccd_root!r}.")
     if bccd_root:
         names.extend(register_bccd(bccd_root))
+
+    balloon_root = datasets_cfg.get("BALLOON_ROOT", "")
+    if not isinstance(balloon_root, str):
+        raise ValueError(f"cfg.DATASETS.BALLOON_ROOT must be a string, got {balloon_root!r}.")
+    if balloon_root:
+        names.extend(register_balloon(balloon_root))
 
     coco_json = datasets_cfg.get("COCO_JSON", [])
     if not isinstance(coco_json, (list, tuple)):
@@ -624,6 +797,11 @@ def _check_config_datasets_registered(cfg) -> None:
                 hint = (
                     "set DATASETS.BCCD_ROOT to the BCCD folder (the one holding Annotations/, "
                     "JPEGImages/ and ImageSets/; from the GitHub repository Shenggan/BCCD_Dataset)"
+                )
+            elif name.startswith("balloon_"):
+                hint = (
+                    "set DATASETS.BALLOON_ROOT to the balloon folder (the one holding train/ and "
+                    f"val/ with {VIA_JSON}; from the GitHub repository matterport/Mask_RCNN, release v2.1)"
                 )
             else:
                 hint = "register it with DATASETS.COCO_JSON [[name, json_file, image_root]]"

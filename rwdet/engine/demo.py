@@ -22,7 +22,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
-from ..data import BCCD_CLASSES, register_datasets_from_config
+from ..data import BALLOON_CLASSES, BCCD_CLASSES, register_datasets_from_config
 from .checkpoint import load_for_inference
 
 __all__ = ["CheckedPredictor", "IMAGE_EXTENSIONS", "dataset_metadata", "draw_instances", "expand_inputs", "output_paths", "run_demo"]
@@ -87,16 +87,17 @@ def output_paths(inputs: Sequence[str], output: str) -> List[str]:
 def dataset_metadata(cfg):
     """The metadata of the config's first DATASETS.TEST dataset (else DATASETS.TRAIN), for its
     class names. Registers the config's datasets first when it names any
-    (``DATASETS.BCCD_ROOT``, ``DATASETS.COCO_JSON``, as tools/train_net.py). BCCD's class names
-    are known without its files, so with ``DATASETS.BCCD_ROOT ""`` a ``bccd_*`` dataset still
-    has them: the demo then needs no data set, only the trained weights.
+    (``DATASETS.BCCD_ROOT``, ``DATASETS.BALLOON_ROOT``, ``DATASETS.COCO_JSON``, as
+    tools/train_net.py). BCCD's and balloon's class names are known without their files, so
+    with ``DATASETS.BCCD_ROOT ""`` (``BALLOON_ROOT ""``) a ``bccd_*`` (``balloon_*``) dataset
+    still has them: the demo then needs no data set, only the trained weights.
 
     Raises:
         FileNotFoundError: a DATASETS.BCCD_ROOT or COCO_JSON path that does not exist.
         ValueError: as ``register_datasets_from_config`` (e.g. DATASETS.TEST naming a data set
             that nothing registers).
     """
-    if cfg.DATASETS.BCCD_ROOT or cfg.DATASETS.COCO_JSON:
+    if cfg.DATASETS.BCCD_ROOT or cfg.DATASETS.get("BALLOON_ROOT", "") or cfg.DATASETS.COCO_JSON:
         register_datasets_from_config(cfg)
     names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
     if not names:
@@ -106,16 +107,20 @@ def dataset_metadata(cfg):
         DatasetCatalog.get(names[0])  # a COCO json sets thing_classes once loaded
     if names[0].startswith("bccd_") and "thing_classes" not in meta.as_dict():
         meta.set(thing_classes=list(BCCD_CLASSES))
+    if names[0].startswith("balloon_") and "thing_classes" not in meta.as_dict():
+        meta.set(thing_classes=list(BALLOON_CLASSES))
     return meta
 
 
 def draw_instances(image_bgr: np.ndarray, instances, metadata) -> np.ndarray:
-    """Draw ``instances`` (boxes, classes and scores as Detectron2 predicts them) on a BGR image
-    with Detectron2's ``Visualizer`` (class names from ``metadata.thing_classes``).
+    """Draw ``instances`` (boxes, classes and scores as Detectron2 predicts them, and masks when
+    they have ``pred_masks``: Mask R-CNN) on a BGR image with Detectron2's ``Visualizer`` (class
+    names from ``metadata.thing_classes``; each mask filled, translucent, in its instance's colour).
 
     Args:
         image_bgr: (H, W, 3) uint8, as ``cv2.imread`` gives it.
-        instances: ``detectron2.structures.Instances`` of that image size (on any device).
+        instances: ``detectron2.structures.Instances`` of that image size (on any device);
+            ``pred_masks``, if present, (N, H, W) bool.
         metadata: a ``MetadataCatalog`` entry.
 
     Returns:

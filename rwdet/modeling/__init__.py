@@ -11,4 +11,8 @@ from .randwire import (  # noqa: F401
     depthwise_tap_index,
     stage_layout,
 )
-from .backbone import build_randwire_backbone, build_randwire_fpn_backbone  # noqa: F401
+from .backbone import (  # noqa: F401
+    build_randwire_backbone,
+    build_randwire_fpn_backbone,
+    build_randwire_fpn_retinanet_backbone,
+)
