@@ -94,3 +94,16 @@ def _ignore_dependency_warnings():
 
     ignore_dependency_warnings()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """torch's intra-op thread count as it was before each test: a test that builds a benchmark
+    worker in-process (``ModelBench`` calls ``torch.set_num_threads``) must not change the
+    numerics and oneDNN kernels of the tests after it (found: with 1 thread left behind, the
+    channels-last pretraining test and the oneDNN verbose test failed)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
