@@ -45,6 +45,37 @@ def copy_mini_voc(bccd_root: Path, root: Path, ids) -> Path:
     return root
 
 
+def mini_voc_run(bccd_root: Path, folder: Path, ids, catalog_cleanup, prefix: str) -> tuple:
+    """A VOC copy of the BCCD images ``ids`` (split 'mini') registered under a fresh name, and an
+    rwdet config that trains on it (no test set, 3 classes). Returns ``(root, name, cfg)``."""
+    import uuid
+
+    from rwdet.data import BCCD_CLASSES, register_voc_dataset
+    from rwdet.engine.defaults import get_rwdet_cfg
+
+    root = copy_mini_voc(bccd_root, folder, ids)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    catalog_cleanup.append(name)
+    register_voc_dataset(name, str(root), "mini", BCCD_CLASSES)
+    cfg = get_rwdet_cfg()
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), ()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    return root, name, cfg
+
+
+def folder_hash(folder: Path) -> str:
+    """A digest of the names and contents of every file under ``folder``: equal before and after a
+    refused command when it left the folder unchanged."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 @pytest.fixture
 def catalog_cleanup():
     """Dataset names appended to the returned list are removed from both catalogs afterwards."""

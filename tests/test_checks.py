@@ -22,8 +22,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from PIL import Image
 
-from conftest import copy_mini_voc
-from rwdet.data import BCCD_CLASSES, BadAnnotationsError, BadImageError, prepare_datasets, register_voc_dataset
+from conftest import folder_hash, mini_voc_run
+from rwdet.data import BadAnnotationsError, BadImageError, prepare_datasets
 from rwdet.data import validate_dataset_dicts
 from rwdet.engine import AtomicCheckpointer, IncompleteCheckpointError, Trainer, load_for_inference
 from rwdet.engine.defaults import get_rwdet_cfg, load_config
@@ -33,17 +33,6 @@ TINY_DET = str(REPO / "tests" / "configs" / "tiny_bccd.yaml")
 TINY_CLS = str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml")
 IDS = ["BloodImage_00000", "BloodImage_00001"]  # both 640x480
 HEAD = "roi_heads.box_predictor."
-
-
-def folder_hash(folder: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _tool(tool, *args, timeout=600):
@@ -236,14 +225,7 @@ def test_zero_size_coco_box_dropped_with_its_own_reason(bccd_root, tmp_path, cat
 
 @pytest.fixture
 def voc(bccd_root, tmp_path, catalog_cleanup):
-    root = copy_mini_voc(bccd_root, tmp_path / "voc", IDS)
-    name = f"checks_voc_{uuid.uuid4().hex[:8]}"
-    catalog_cleanup.append(name)
-    register_voc_dataset(name, str(root), "mini", BCCD_CLASSES)
-    cfg = get_rwdet_cfg()
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), ()
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    return root, name, cfg
+    return mini_voc_run(bccd_root, tmp_path / "voc", IDS, catalog_cleanup, "checks_voc")
 
 
 def _second_object(xml: Path, field: str, value: str) -> None:

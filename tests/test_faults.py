@@ -7,7 +7,6 @@ tools/train_net.py and tools/pretrain_net.py as subprocesses on the tiny test co
 """
 
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 
-from conftest import copy_mini_voc
+from conftest import folder_hash, mini_voc_run
 from rwdet.classification.data import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST
 from rwdet.config import merge_config
 from rwdet.data import prepare_datasets
@@ -48,33 +47,13 @@ def _has_fashion_mnist():
 needs_fmnist = pytest.mark.skipif(not _has_fashion_mnist(), reason="Fashion-MNIST not installed")
 
 
-def folder_hash(folder: Path) -> str:
-    """Names, sizes and contents of every file under ``folder``."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- data, in-process
 
 
 @pytest.fixture
 def voc(bccd_root, tmp_path, catalog_cleanup):
     """A 2-image VOC copy of BCCD (split 'mini') and a config that trains on it."""
-    root = copy_mini_voc(bccd_root, tmp_path / "voc", IDS)
-    name = f"faults_voc_{uuid.uuid4().hex[:8]}"
-    catalog_cleanup.append(name)
-    from rwdet.data import BCCD_CLASSES, register_voc_dataset
-
-    register_voc_dataset(name, str(root), "mini", BCCD_CLASSES)
-    cfg = get_rwdet_cfg()
-    cfg.DATASETS.TRAIN = (name,)
-    cfg.DATASETS.TEST = ()
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    return root, name, cfg
+    return mini_voc_run(bccd_root, tmp_path / "voc", IDS, catalog_cleanup, "faults_voc")
 
 
 def _edit_xml(path: Path, old: str, new: str):
