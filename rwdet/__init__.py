@@ -11,6 +11,7 @@ serving) -> ``classification`` (pretraining) ->
 bottom, as ``detectron2.utils``.
 """
 
+import logging
 import warnings
 
 
@@ -25,7 +26,11 @@ def ignore_dependency_warnings() -> None:
       pkg_resources, which setuptools >= 81 reports with a UserWarning at that import;
     * Detectron2's anchor generator (modeling/anchor_generator.py, _create_grid_offsets) calls
       torch.meshgrid without ``indexing``, which torch reports once, at the first training step
-      (from torch/functional.py); its default ("ij") is what Detectron2 means.
+      (from torch/functional.py); its default ("ij") is what Detectron2 means;
+    * Detectron2's ROIPooler (modeling/poolers.py) asks ``torch.fx``'s ``is_fx_tracing``, which
+      torch >= 2.10 answers once with a log warning (logger ``torch.fx._symbolic_trace``, not a
+      Python warning) about torch.export, at the first training step; that one message is dropped
+      by a logging filter.
     """
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.script(_method)?` is (deprecated|not supported)",
@@ -39,6 +44,14 @@ def ignore_dependency_warnings() -> None:
         "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing argument",
         category=UserWarning, module=r"torch\.functional",
     )
+    fx_logger = logging.getLogger("torch.fx._symbolic_trace")
+    if _drop_is_fx_tracing_notice not in fx_logger.filters:
+        fx_logger.addFilter(_drop_is_fx_tracing_notice)
+
+
+def _drop_is_fx_tracing_notice(record: logging.LogRecord) -> bool:
+    """False (drop) for torch.fx's "is_fx_tracing will return true for both ..." notice only."""
+    return not str(record.msg).startswith("is_fx_tracing will return true for both fx.symbolic_trace")
 
 
 ignore_dependency_warnings()

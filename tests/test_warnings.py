@@ -14,6 +14,8 @@ TINY = str(REPO / "tests" / "configs" / "tiny_bccd.yaml")
 # Every UserWarning and FutureWarning becomes an error, as a user's `-W error` would make it.
 STRICT = [sys.executable, "-W", "error::UserWarning", "-W", "error::FutureWarning"]
 WARNING_LINE = re.compile(r"\b(UserWarning|FutureWarning)\b")
+# torch.fx's log notice (glog style: "W1205 17:18:57.279000 28454 torch/fx/_symbolic_trace.py:57] ...")
+FX_NOTICE = re.compile(r"^W\d{4} .*_symbolic_trace\.py.*is_fx_tracing will return true", re.M)
 
 
 def run(args, timeout=600):
@@ -37,6 +39,8 @@ def test_a_training_step_runs_without_warnings(bccd_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "model_final.pth").is_file()
     assert not WARNING_LINE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
+    # ...and Detectron2's ROIPooler asks torch.fx's is_fx_tracing, which logs a notice once
+    assert not FX_NOTICE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
 
 
 def test_the_filters_are_exact():
@@ -58,3 +62,18 @@ def test_the_filters_are_exact():
     assert warn_from("torch.functional", meshgrid, FutureWarning)
     assert warn_from("mypackage.anchors", meshgrid)
     assert warn_from("mypackage", "pkg_resources is deprecated as an API.")
+
+
+def test_the_fx_tracing_notice_alone_is_dropped():
+    """The logging filter drops torch.fx's is_fx_tracing notice and nothing else of that logger."""
+    import logging
+
+    from rwdet import ignore_dependency_warnings
+
+    ignore_dependency_warnings()
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    notice = ("is_fx_tracing will return true for both fx.symbolic_trace and torch.export. Please use "
+              "is_fx_tracing_symbolic_tracing() for specifically fx.symbolic_trace")
+    make = lambda msg: logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, (), None)  # noqa: E731
+    assert not logger.filter(make(notice))
+    assert logger.filter(make("something else from torch.fx"))
