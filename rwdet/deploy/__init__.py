@@ -6,7 +6,7 @@ Sits after ``engine`` in rwdet's import order (it uses ``modeling``, ``layers`` 
 """
 
 from .export import (  # noqa: F401
-    FILE_NAMES, FORMATS, ONNX_OPSET, PARTS, BackboneAsTuple, backbone_metadata, export_backbone, export_model,
+    FILE_NAMES, FORMATS, ONNX_OPSET, PARTS, BackboneAsTuple, backbone_metadata, export_backbone, export_in_memory, export_model,
     model_tracing_adapter, prepare_for_export,
 )
 from .runtime import (  # noqa: F401

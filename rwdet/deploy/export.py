@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.export import TracingAdapter
@@ -43,7 +43,7 @@ from torch import nn
 from ..layers import fold_batchnorm
 
 __all__ = [
-    "FORMATS", "PARTS", "ONNX_OPSET", "FILE_NAMES", "BackboneAsTuple", "export_backbone",
+    "FORMATS", "PARTS", "ONNX_OPSET", "FILE_NAMES", "BackboneAsTuple", "export_backbone", "export_in_memory",
     "export_model", "backbone_metadata", "model_tracing_adapter", "prepare_for_export",
 ]
 
@@ -133,19 +133,48 @@ def _write(module: nn.Module, sample: torch.Tensor, fmt: str, path: str, output_
         _write_format(module, sample, fmt, path, output_names, dynamic_axes)
 
 
-def _write_format(module, sample, fmt, path, output_names, dynamic_axes) -> None:
+def export_in_memory(module: nn.Module, sample: torch.Tensor, fmt: str, output_names: Sequence[str] = (),
+                     dynamic_axes: Optional[dict] = None):
+    """Export an eval-mode ``module`` (one tensor in, a tensor or tuple of tensors out), traced on
+    ``sample``, without writing a file: the one place where each format is made.
+
+    Args:
+        module: e.g. a folded classifier or :class:`BackboneAsTuple`.
+        sample: its input, e.g. (B, 3, H, W) float32.
+        fmt: "onnx" (``torch.onnx.export(dynamo=False)`` at :data:`ONNX_OPSET`, input "image"),
+            "openvino" (``openvino.convert_model`` on the module) or "torchscript"
+            (``torch.jit.trace``).
+        output_names, dynamic_axes: ONNX output names and dynamic axes (None: static shapes);
+            the other formats take the shapes from the trace.
+
+    Returns:
+        ONNX bytes, an ``openvino.Model`` or a ``torch.jit.ScriptModule``, as
+        :func:`rwdet.deploy.load_runner` takes them.
+
+    Raises:
+        ValueError: an unknown format.
+    """
     if fmt == "onnx":
-        data = _onnx_bytes(module, sample, output_names, dynamic_axes)
+        return _onnx_bytes(module, sample, output_names, dynamic_axes or {})
+    if fmt == "openvino":
+        return _openvino_model(module, sample)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return torch.jit.trace(module, (sample,), check_trace=False)
+    raise ValueError(f"format {fmt!r} is unknown; allowed: {', '.join(FORMATS)}")
+
+
+def _write_format(module, sample, fmt, path, output_names, dynamic_axes) -> None:
+    exported = export_in_memory(module, sample, fmt, output_names, dynamic_axes)
+    if fmt == "onnx":
         with open(path, "wb") as f:
-            f.write(data)
+            f.write(exported)
     elif fmt == "openvino":
         import openvino as ov
 
-        ov.save_model(_openvino_model(module, sample), path, compress_to_fp16=False)
+        ov.save_model(exported, path, compress_to_fp16=False)
     else:
-        with torch.no_grad():
-            traced = torch.jit.trace(module, (sample,), check_trace=False)
-        torch.jit.save(traced, path)
+        torch.jit.save(exported, path)
 
 
 def backbone_dynamic_axes(names: Sequence[str]) -> dict:

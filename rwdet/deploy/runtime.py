@@ -12,7 +12,6 @@ and gives Detectron2's ``[{"instances": Instances}]``, as upstream ``export_mode
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
 from .export import (
-    BackboneAsTuple, _onnx_bytes, _openvino_model, backbone_dynamic_axes, prepare_for_export, shapes_from_metadata,
+    BackboneAsTuple, backbone_dynamic_axes, export_in_memory, prepare_for_export, shapes_from_metadata,
 )
 
 __all__ = ["RUNTIMES", "DEPLOY_RUNTIMES", "RuntimeBackbone", "ExportedDetector", "load_runner", "serve_backbone",
@@ -218,13 +217,10 @@ def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
     backbone = model.backbone
     wrapper = BackboneAsTuple(backbone).eval()
     sample = _sample_image(backbone).to(next(backbone.parameters()).device)
-    if runtime == "onnxruntime":
-        exported = _onnx_bytes(wrapper, sample, wrapper.names, backbone_dynamic_axes(wrapper.names))
-    elif runtime == "openvino":
-        exported = _openvino_model(wrapper.cpu(), sample.cpu())
-    else:
-        with torch.no_grad():
-            exported = torch.jit.trace(wrapper.cpu(), (sample.cpu(),), check_trace=False)
+    if runtime != "onnxruntime":  # OpenVINO and the traced module run on the CPU
+        wrapper, sample = wrapper.cpu(), sample.cpu()
+    exported = export_in_memory(wrapper, sample, RUNTIMES[runtime][0], wrapper.names,
+                                backbone_dynamic_axes(wrapper.names))
     model.backbone = RuntimeBackbone(load_runner(exported, runtime), backbone.output_shape(),
                                      backbone.size_divisibility, backbone.padding_constraints, runtime)
     logger.info("Serving: the backbone+FPN runs in %s (BN folded); the heads in PyTorch", runtime)

@@ -52,19 +52,14 @@ def export_module(module: nn.Module, sample: torch.Tensor, runtime: str, output_
     Raises:
         ValueError: an unknown runtime.
     """
-    from ...deploy.export import _onnx_bytes, _openvino_model
+    from ...deploy import RUNTIMES as FORMATS_OF, export_in_memory
 
+    if runtime not in FORMATS_OF:
+        raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES[1:])}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation
-        if runtime == "onnxruntime":
-            return _onnx_bytes(module, sample, output_names, dynamic_axes or {})
-        if runtime == "openvino":
-            return _openvino_model(module, sample)
-        if runtime == "torchscript":
-            with torch.no_grad():
-                return torch.jit.trace(module, (sample,), check_trace=False)
-    raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES[1:])}")
+        return export_in_memory(module, sample, FORMATS_OF[runtime][0], output_names, dynamic_axes)
 
 
 def count_reorders(exported: Any, runner: Callable, runtime: str, threads: Optional[int]) -> Optional[int]:
