@@ -56,11 +56,25 @@ def main(args):
     return trainer.train()
 
 
+def main_and_close(args):
+    """:func:`main`, then, when it returns in a run of several processes, a barrier and
+    ``torch.distributed.destroy_process_group()``, so that no process exits while another still
+    holds the group (seen once: a CPU process aborted at exit after training had finished)."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    results = main(args)  # an error propagates as before (no barrier that the others would miss)
+    if dist.is_available() and dist.is_initialized() and comm.get_world_size() > 1:
+        comm.synchronize()
+        dist.destroy_process_group()
+    return results
+
+
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     return launch(
-        main,
+        main_and_close,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
