@@ -134,7 +134,7 @@ def add_randwire_model_config(cfg: CN) -> CN:
 def add_randwire_config(cfg: CN) -> CN:
     """Add rwdet's detection keys to a Detectron2 config (in place) and return it: the
     MODEL.RANDWIRE body keys (:func:`add_randwire_model_config`), the detector's own RandWire
-    keys, TEST.FOLD_BN and MODEL.DEPLOY.RUNTIME (``rwdet.deploy``); each key is described on its line. The dataset keys (DATASETS.*)
+    keys, TEST.FOLD_BN and MODEL.DEPLOY.* (``rwdet.deploy``); each key is described on its line. The dataset keys (DATASETS.*)
     are ``rwdet.data``'s (``rwdet.data.add_dataset_config``).
     """
     add_randwire_model_config(cfg)
@@ -143,6 +143,7 @@ def add_randwire_config(cfg: CN) -> CN:
     rw.PRETRAINED_GRAPHS = "check"  # MODEL.WEIGHTS from pretraining with other graphs: "check" refuses it, "adopt" builds with its graphs
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     cfg.MODEL.DEPLOY = CN()
+    cfg.MODEL.DEPLOY.PAD_CHANNELS = 0  # deploy rewrite: RandWire widths rounded up to a multiple of this with zero filters (same outputs; 16 = AVX-512 f32 block, docs/SPEED.md "Exact rewrites"); 0: off
     cfg.MODEL.DEPLOY.RUNTIME = ""  # where --eval-only / demo run the backbone+FPN: "" or "pytorch" (eager), "onnxruntime", "openvino", "torchscript" (exported at load, BN folded; heads stay PyTorch)
     return cfg
 

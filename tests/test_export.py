@@ -190,6 +190,39 @@ def test_coco_ap_through_runtime_backbones_within_0p1(trained, bccd_root, mini_t
             assert np.allclose(d["bbox"], r["bbox"], atol=1e-2) and abs(d["score"] - r["score"]) < 1e-4
 
 
+def test_padded_widths_served_keep_every_detection(trained, bccd_root, mini_test, tmp_path, monkeypatch):
+    """MODEL.DEPLOY.PAD_CHANNELS 32 (the tiny model's widths 8, 16, 16, 32, 64 -> 32, 32, 32, 32, 64)
+    with the backbone+FPN in ONNX Runtime: the COCO evaluation gives PyTorch's detections."""
+    import rwdet.deploy.export as export_module
+    from rwdet.deploy import apply_deploy_runtime
+    from rwdet.engine import Trainer
+
+    padded_widths, pad = [], export_module.pad_randwire_channels
+
+    def pad_and_record(model, multiple):
+        names = pad(model, multiple)
+        padded_widths.extend(dict(model.get_submodule(n)._out_feature_channels) for n in names)
+        return names
+
+    monkeypatch.setattr(export_module, "pad_randwire_channels", pad_and_record)
+    config, weights = trained
+    detections = Path("inference") / "bccd_mini4" / "coco_instances_results.json"
+    runs = {}
+    for name, deploy in (("pytorch", []), ("padded", ["MODEL.DEPLOY.RUNTIME", "onnxruntime",
+                                                      "MODEL.DEPLOY.PAD_CHANNELS", "32"])):
+        cfg, model = _load(config, weights, *_opts(bccd_root, mini_test, "OUTPUT_DIR", str(tmp_path / name), *deploy))
+        model = apply_deploy_runtime(cfg, model)
+        runs[name] = (Trainer.test(cfg, model)["bbox"], json.loads((tmp_path / name / detections).read_text()))
+    assert isinstance(model.backbone, RuntimeBackbone)
+    assert padded_widths == [{"stem": 32, "res2": 32, "res3": 32, "res4": 32, "res5": 64}]
+    (ref_ap, ref_dets), (ap, dets) = runs["pytorch"], runs["padded"]
+    assert abs(ap["AP"] - ref_ap["AP"]) <= 0.1, (ap, ref_ap)
+    assert len(dets) == len(ref_dets) > 10
+    for d, r in zip(dets, ref_dets):
+        assert (d["image_id"], d["category_id"]) == (r["image_id"], r["category_id"])
+        assert np.allclose(d["bbox"], r["bbox"], atol=1e-2) and abs(d["score"] - r["score"]) < 1e-4
+
+
 def _refused(argv, capsys):
     with pytest.raises(SystemExit) as e:
         _export_cli().main(argv)

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch (use --phases infer to skip them)")
     p.add_argument("--phases", nargs="+", choices=["train", "infer"], default=None,
                    help="phases to measure (default: train infer); det_backbone runs infer only")
+    p.add_argument("--pad-channels", type=int, default=None, metavar="N",
+                   help="after the BN fold, round RandWire widths up to a multiple of N with zero filters "
+                        "(an exact rewrite; 16 = the AVX-512 f32 block); ResNet sides are unchanged (default: 0, off)")
     p.add_argument("--seed", type=int, default=None, help="seed of the models and inputs (default: 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON (atomically)")
     return p
@@ -152,6 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
             channels_last=args.channels_last, profile=args.profile, runtime=args.runtime, phases=args.phases,
+            pad_channels=args.pad_channels,
         )
         select_pairs(args.pairs, setup)
     except (ValueError, ImportError) as exc:

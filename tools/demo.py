@@ -72,11 +72,11 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is not set: add MODEL.WEIGHTS path/to/model_final.pth (a trained detector)")
-    from rwdet.deploy import apply_deploy_runtime, check_runtime
+    from rwdet.deploy import apply_deploy_runtime, check_deploy_config
     from rwdet.engine.checkpoint import IncompleteCheckpointError
 
     try:
-        check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
+        check_deploy_config(cfg)
     except (ValueError, ImportError) as e:
         parser.error(str(e))
     try:

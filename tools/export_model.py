@@ -138,7 +138,7 @@ def main(argv=None):
             prepare_datasets(cfg, ("TEST",))
         model = build_model(cfg)
         load_for_inference(model, cfg.MODEL.WEIGHTS)  # every parameter and buffer, or refused
-        prepare_for_export(model.cpu())
+        prepare_for_export(model.cpu(), cfg.MODEL.DEPLOY.PAD_CHANNELS)  # BN folded; widths padded if asked
         image = sample_image(cfg, args.sample_image)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         parser.error(str(e))

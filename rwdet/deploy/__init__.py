@@ -7,9 +7,10 @@ Sits after ``engine`` in rwdet's import order (it uses ``modeling``, ``layers`` 
 
 from .export import (  # noqa: F401
     FILE_NAMES, FORMATS, ONNX_OPSET, PARTS, BackboneAsTuple, backbone_metadata, export_backbone, export_in_memory, export_model,
-    model_tracing_adapter, prepare_for_export,
+    check_pad_channels, model_tracing_adapter, prepare_for_export,
 )
+from .pad import pad_randwire_channels  # noqa: F401
 from .runtime import (  # noqa: F401
     DEFAULT_RUNTIME, DEPLOY_RUNTIMES, RUNTIMES, ExportedDetector, RuntimeBackbone, apply_deploy_runtime,
-    check_runtime, load_runner, serve_backbone,
+    check_deploy_config, check_runtime, load_runner, serve_backbone,
 )

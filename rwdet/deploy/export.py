@@ -41,10 +41,11 @@ from detectron2.modeling import Backbone, GeneralizedRCNN
 from torch import nn
 
 from ..layers import fold_batchnorm
+from .pad import pad_randwire_channels
 
 __all__ = [
     "FORMATS", "PARTS", "ONNX_OPSET", "FILE_NAMES", "BackboneAsTuple", "export_backbone", "export_in_memory",
-    "export_model", "backbone_metadata", "model_tracing_adapter", "prepare_for_export",
+    "export_model", "backbone_metadata", "model_tracing_adapter", "prepare_for_export", "check_pad_channels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,10 +105,30 @@ def shapes_from_metadata(meta: dict) -> Dict[str, ShapeSpec]:
             for k in meta["outputs"]}
 
 
-def prepare_for_export(model: nn.Module) -> nn.Module:
+def prepare_for_export(model: nn.Module, pad_channels: int = 0) -> nn.Module:
     """Put ``model`` in eval mode and fold its BatchNorms (in place); returns it. Idempotent:
-    a folded model has no BN left to fold."""
-    return fold_batchnorm(model.eval())
+    a folded model has no BN left to fold.
+
+    Args:
+        model: a classifier or detector.
+        pad_channels: > 0: then round its RandWire widths up to a multiple of this with zero
+            filters (:func:`rwdet.deploy.pad_randwire_channels`: the same outputs); 0: off.
+
+    Raises:
+        ValueError: ``pad_channels`` < 0, or a model the padding cannot handle (nothing is
+            changed then but the fold).
+    """
+    check_pad_channels(pad_channels)
+    fold_batchnorm(model.eval())
+    if pad_channels:
+        pad_randwire_channels(model, pad_channels)
+    return model
+
+
+def check_pad_channels(value, key: str = "MODEL.DEPLOY.PAD_CHANNELS") -> None:
+    """Raise ValueError naming ``key`` unless ``value`` is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key}={value!r} must be an integer >= 0 (0: off; 16: the AVX-512 f32 channel block)")
 
 
 def _onnx_bytes(module: nn.Module, sample: torch.Tensor, output_names: Sequence[str], dynamic_axes: dict) -> bytes:

@@ -25,11 +25,11 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
 from .export import (
-    BackboneAsTuple, backbone_dynamic_axes, export_in_memory, prepare_for_export, shapes_from_metadata,
+    BackboneAsTuple, backbone_dynamic_axes, check_pad_channels, export_in_memory, prepare_for_export, shapes_from_metadata,
 )
 
 __all__ = ["RUNTIMES", "DEPLOY_RUNTIMES", "RuntimeBackbone", "ExportedDetector", "load_runner", "serve_backbone",
-           "apply_deploy_runtime", "check_runtime"]
+           "apply_deploy_runtime", "check_runtime", "check_deploy_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _sample_image(backbone: Backbone, size: int = 256) -> torch.Tensor:
     return torch.zeros(1, 3, side, side)
 
 
-def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
+def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0) -> nn.Module:
     """Run ``model.backbone`` in ``runtime`` from now on: fold the model's BatchNorms, export
     its backbone+FPN in memory (ONNX bytes for onnxruntime, ``openvino.convert_model`` for
     openvino, ``torch.jit.trace`` for torchscript; dynamic batch, H and W) and put a
@@ -200,6 +200,8 @@ def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
     Args:
         model: a detector with a ``backbone`` attribute (``GeneralizedRCNN``), weights loaded.
         runtime: "onnxruntime", "openvino" or "torchscript".
+        pad_channels: > 0: RandWire widths rounded up to a multiple of this before export
+            (:func:`rwdet.deploy.pad_randwire_channels`; the same outputs); 0: off.
 
     Returns:
         ``model``, changed in place (eval mode).
@@ -213,7 +215,7 @@ def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
         raise ValueError(f"{type(model).__name__} has no Detectron2 backbone to run in {runtime}")
     if isinstance(model.backbone, RuntimeBackbone):
         raise ValueError(f"the backbone already runs in {model.backbone.runtime}; serve a PyTorch model")
-    prepare_for_export(model)
+    prepare_for_export(model, pad_channels)
     backbone = model.backbone
     wrapper = BackboneAsTuple(backbone).eval()
     sample = _sample_image(backbone).to(next(backbone.parameters()).device)
@@ -227,19 +229,31 @@ def serve_backbone(model: nn.Module, runtime: str) -> nn.Module:
     return model
 
 
-def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
-    """Apply the config's MODEL.DEPLOY.RUNTIME to a loaded detector: "" or "pytorch" leave it
-    as it is; "onnxruntime", "openvino" or "torchscript" run its backbone+FPN there
-    (:func:`serve_backbone`).
+def check_deploy_config(cfg) -> None:
+    """Check the MODEL.DEPLOY keys before any work: RUNTIME known and installed
+    (:func:`check_runtime`), PAD_CHANNELS an integer >= 0.
 
     Raises:
-        ValueError, ImportError: as :func:`check_runtime`.
+        ValueError, ImportError: naming the key, the value and what is allowed.
     """
-    runtime = cfg.MODEL.DEPLOY.RUNTIME
-    check_runtime(runtime)
+    check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
+    check_pad_channels(cfg.MODEL.DEPLOY.PAD_CHANNELS)
+
+
+def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
+    """Apply the config's MODEL.DEPLOY keys to a loaded detector. RUNTIME "" or "pytorch" leave
+    it in PyTorch; "onnxruntime", "openvino" or "torchscript" run its backbone+FPN there
+    (:func:`serve_backbone`). PAD_CHANNELS > 0 folds the BatchNorms and pads the RandWire widths
+    first (:func:`rwdet.deploy.pad_randwire_channels`), in either case.
+
+    Raises:
+        ValueError, ImportError: as :func:`check_deploy_config`.
+    """
+    check_deploy_config(cfg)
+    runtime, pad = cfg.MODEL.DEPLOY.RUNTIME, cfg.MODEL.DEPLOY.PAD_CHANNELS
     if runtime in ("", "pytorch"):
-        return model
-    return serve_backbone(model, runtime)
+        return prepare_for_export(model, pad) if pad else model
+    return serve_backbone(model, runtime, pad)
 
 
 class ExportedDetector:

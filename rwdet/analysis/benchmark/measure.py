@@ -368,6 +368,11 @@ class ModelBench:
                 if self.backbone is not None:
                     self.model.backbone = self.backbone  # fold the uncompiled modules
                 self.model = fold_batchnorm(self.model).to(memory_format=self.memory_format)
+                if self.setup.pad_channels:  # RandWire widths padded with zero filters (exact)
+                    from ...deploy import pad_randwire_channels
+
+                    pad_randwire_channels(self.model, self.setup.pad_channels)
+                    self.model.to(memory_format=self.memory_format)
                 self._compile()  # the folded model compiles anew
             if self.setup.runtime != "eager":
                 self.runtime_info = self._serve_runtime()

@@ -109,7 +109,8 @@ def markdown_report(result: Dict[str, Any]) -> str:
         f"- inference runtime: {s.get('runtime', 'eager')}"
         + ("" if s.get("runtime", "eager") == "eager" else
            " (classifiers whole; detectors: backbone+FPN, heads in PyTorch; training in eager PyTorch)")
-        + f"; phases: {', '.join(s.get('phases', PHASES))}",
+        + f"; phases: {', '.join(s.get('phases', PHASES))}"
+        + (f"; RandWire widths padded to multiples of {s['pad_channels']} (exact rewrite)" if s.get("pad_channels") else ""),
     ]
     if s["rw_opts"] or s["r50_opts"]:
         lines.append(f"- RandWire overrides: {' '.join(s['rw_opts']) or '-'}; R50-FPN overrides: "

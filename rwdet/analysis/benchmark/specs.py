@@ -96,6 +96,9 @@ class BenchmarkSetup:
             (classifiers whole; detectors' backbone+FPN, with Detectron2's heads in PyTorch;
             :mod:`rwdet.analysis.benchmark.runtimes`). CPU only, needs ``deploy``; training
             rounds stay in eager PyTorch.
+        pad_channels: > 0: after the BN fold, RandWire widths rounded up to a multiple of this
+            with zero filters (:func:`rwdet.deploy.pad_randwire_channels`; the same outputs; a
+            ResNet side is unchanged); needs ``deploy``. 0: off.
         phases: the phases to measure, a non-empty subset of :data:`PHASES` (e.g. ("infer",)
             to skip the training rounds); pairs of :data:`INFER_ONLY_KINDS` skip "train" anyway.
     """
@@ -123,6 +126,7 @@ class BenchmarkSetup:
     profile: bool = False
     runtime: str = "eager"
     phases: Tuple[str, ...] = PHASES
+    pad_channels: int = 0
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
@@ -163,6 +167,10 @@ class BenchmarkSetup:
             raise ValueError(f"bccd_root={self.bccd_root!r} is not a directory")
         if not self.phases or any(p not in PHASES for p in self.phases) or len(set(self.phases)) < len(self.phases):
             raise ValueError(f"phases={list(self.phases)}: a non-empty subset of {', '.join(PHASES)}, each once")
+        if isinstance(self.pad_channels, bool) or not isinstance(self.pad_channels, int) or self.pad_channels < 0:
+            raise ValueError(f"pad_channels={self.pad_channels!r} must be an integer >= 0 (0: off)")
+        if self.pad_channels and not self.deploy:
+            raise ValueError("pad_channels needs deploy on (the padding rewrites the BN-folded model)")
         self._check_runtime()
 
     def _check_runtime(self) -> None:
