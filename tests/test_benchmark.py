@@ -211,6 +211,7 @@ def test_runtime_setup_errors():
             default_setup("cpu", runtime="onnxruntime", **bad)
     with pytest.raises(ValueError, match="phases=\\['test'\\]"):
         default_setup("cpu", phases=("test",))
+    assert default_setup("cpu", runtime="openvino", profile=True).profile  # OpenVINO's own per-layer times
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -261,6 +262,25 @@ def test_det_backbone_side_is_inference_only_and_runs_in_openvino():
     for name, ref in eager.items():  # the runtime against the model before the fold
         torch.testing.assert_close(served[name], ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
     assert bench.infer_round()["norm_layers_after"] == 0
+    # --profile in OpenVINO: its per-layer times, by kind, summing to the total
+    times = bench.profile("infer")
+    assert times["Convolution 1x1"] > 0 and times["Convolution kxk"] > 0 and "GroupConvolution (depthwise)" not in times
+    assert times["total"] == pytest.approx(sum(v for k, v in times.items() if k != "total"))
+
+
+def test_padded_randwire_side_keeps_its_outputs_in_the_runtime():
+    """--pad-channels 16: the RandWire backbone+FPN's widths padded after the fold, served by
+    ONNX Runtime, against the unpadded eager model."""
+    setup = default_setup("cpu", runtime="onnxruntime", threads=1, flops=False, pad_channels=16, **TINY)
+    pair = pair_specs(setup)["det_backbone"]
+    bench = ModelBench(pair.sides[0], pair, setup)
+    with torch.no_grad():
+        eager = bench.model.eval()(bench.x)
+    bench.runtime()
+    assert all(c % 16 == 0 for c in bench.model.bottom_up._out_feature_channels.values())
+    served = bench.forward(bench.x)
+    for name, ref in eager.items():
+        torch.testing.assert_close(served[name], ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
 
 
 def test_detector_serves_its_backbone_in_onnxruntime_with_the_same_detections():

@@ -22,7 +22,7 @@ from ..flops import count_model
 from ..profile import onednn_primitive_times, profile_op_kinds
 from .models import (NUM_IMAGENET_CLASSES, backbone_inputs, bccd_detection_images, build_side_model,
                      detection_inputs, neutralize_detector_heads, synthetic_detection_images)
-from .runtimes import RuntimeModule, max_abs_error, runtime_runner
+from .runtimes import RuntimeModule, max_abs_error, openvino_layer_times, runtime_runner
 from .specs import PHASES, BenchmarkSetup, PairSpec, SideSpec
 
 #: Learning rate of the timed SGD steps: 0 keeps the weights (and so the detectors' proposals)
@@ -232,8 +232,17 @@ class ModelBench:
         Raises:
             ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
         """
+        if self.setup.runtime == "openvino" and phase == "infer":
+            return self._openvino_profile()
         return self._measure_phase("profile", phase,
                                    lambda step: profile_op_kinds(step, self.setup.iters, self.device))
+
+    def _openvino_profile(self) -> Dict[str, float]:
+        """OpenVINO's per-layer times of what runs in it (the classifier, or the backbone+FPN),
+        2 x ``iters`` runs on the side's own input (:func:`runtimes.openvino_layer_times`)."""
+        self.deploy()
+        return openvino_layer_times(self._runner.exported, self._runner_input, self.setup.threads,
+                                    2 * self.setup.iters)
 
     def onednn(self, phase: str) -> Dict[str, float]:
         """``iters`` steps of ``phase`` with oneDNN's verbose log on, after that phase's rounds.
@@ -399,6 +408,7 @@ class ModelBench:
             if self.side.kind == "cls":
                 ref = [self.model(self.x)]
                 runner, info = runtime_runner(self.model, self.x, runtime, threads, ["logits"])
+                self._runner, self._runner_input = runner, self.x.numpy()
                 self.forward = RuntimeModule(runner)
                 got, of = [self.forward(self.x)], "logits"
             else:
@@ -408,6 +418,7 @@ class ModelBench:
                 ref = list(wrapper(x))
                 runner, info = runtime_runner(wrapper, x, runtime, threads, wrapper.names,
                                               backbone_dynamic_axes(wrapper.names))
+                self._runner, self._runner_input = runner, x.numpy()
                 served = RuntimeBackbone(runner, backbone.output_shape(), backbone.size_divisibility,
                                          backbone.padding_constraints, runtime)
                 features = served(x)

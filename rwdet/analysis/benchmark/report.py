@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ...utils.io import atomic_write
 from ..profile import ONEDNN_KINDS, profile_markdown
@@ -161,9 +161,13 @@ def markdown_report(result: Dict[str, Any]) -> str:
             lines.append(f"| RPN proposals/img (train, infer) | {_fmt(props[0], '.0f')}, {_fmt(props[1], '.0f')} "
                          f"| {_fmt(props[2], '.0f')}, {_fmt(props[3], '.0f')} | |")
         for phase in PHASES:
+            in_openvino = phase == "infer" and s.get("runtime") == "openvino"
             for key, title, kinds in (
                 ("profile", f"Where a {phase} step's time goes (torch.profiler, self time per op kind, "
-                            f"2 passes of {s['iters']} steps per side):", None),
+                            f"2 passes of {s['iters']} steps per side):", None) if not in_openvino else
+                ("profile", f"Where an OpenVINO inference's time goes (OpenVINO's per-layer real time, PERF_COUNT, "
+                            f"summed per layer kind, {2 * s['iters']} runs per side; the runtime part only):",
+                 _kinds_by_time(rw.get("profile", {}).get(phase, {}), ref.get("profile", {}).get(phase, {}))),
                 ("onednn", f"Inside oneDNN, {phase} (oneDNN's own time per primitive kind, {s['iters']} steps "
                            "per side; part of the conv ops above):", ONEDNN_KINDS),
             ):
@@ -173,6 +177,12 @@ def markdown_report(result: Dict[str, Any]) -> str:
                     lines += ["", title, "", table.rstrip("\n")]
     lines += ["", METHOD_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def _kinds_by_time(*columns: Dict[str, float]) -> List[str]:
+    """Every kind of ``columns`` except "total", the largest summed time first."""
+    kinds = {k for c in columns for k in c if k != "total"}
+    return sorted(kinds, key=lambda k: -sum(c.get(k, 0.0) for c in columns))
 
 
 def write_json(result: Dict[str, Any], path: str) -> None:

@@ -79,7 +79,8 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         log(f"{pair.name} {phase} round {r + 1}/{setup.rounds} {SIDES[i]}: "
                             f"{res['images_per_s']:.2f} img/s")
                 if setup.profile:
-                    for what in ("profile", "onednn") if setup.device.startswith("cpu") else ("profile",):
+                    in_runtime = phase == "infer" and setup.runtime != "eager"  # oneDNN is not what runs
+                    for what in ("profile", "onednn") if setup.device.startswith("cpu") and not in_runtime else ("profile",):
                         for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
                             res = w.request({"cmd": what, "phase": phase})
                             if res:  # {} where PyTorch has no oneDNN

@@ -102,6 +102,7 @@ def runtime_runner(module: nn.Module, sample: torch.Tensor, runtime: str, thread
 
     exported = export_module(module, sample, runtime, output_names, dynamic_axes)
     runner = load_runner(exported, runtime, threads=threads)
+    runner.exported = exported  # for openvino_layer_times
     return runner, {"name": runtime, "reorders": count_reorders(exported, runner, runtime, threads)}
 
 
@@ -134,3 +135,47 @@ def max_abs_error(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> D
         err = max(err, float((a.float() - b.float()).abs().max()))
         scale = max(scale, float(b.float().abs().max()))
     return {"max_abs_err": err, "max_abs_ref": scale}
+
+
+def openvino_layer_kind(node_type: str, exec_type: str) -> str:
+    """The row of :func:`openvino_layer_times` for one executed layer: OpenVINO's layer type, with
+    1x1 convolutions and depthwise (grouped) convolutions told apart by their kernel's name."""
+    if node_type == "Convolution":
+        return "Convolution 1x1" if "1x1" in exec_type else "Convolution kxk"
+    if node_type == "GroupConvolution":
+        return "GroupConvolution (depthwise)" if "dw" in exec_type else "GroupConvolution"
+    return node_type
+
+
+def openvino_layer_times(exported: Any, sample: np.ndarray, threads: Optional[int], iters: int) -> Dict[str, float]:
+    """Where an OpenVINO inference's time goes: ``exported`` compiled as :func:`rwdet.deploy.load_runner`
+    compiles it (f32, ``threads``, ``LATENCY``) plus ``PERF_COUNT``, run ``iters`` times after 2
+    warm-up runs; OpenVINO's own per-layer ``real_time`` summed per layer kind
+    (:func:`openvino_layer_kind`).
+
+    Args:
+        exported: an ``openvino.Model`` (what :func:`export_module` gives for "openvino").
+        sample: the input, float32.
+        threads: CPU threads (None: OpenVINO's default).
+        iters: measured runs (>= 1).
+
+    Returns:
+        ``{kind: ms per run, ..., "total": ms per run}`` (the total of the executed layers).
+    """
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    if threads is not None:
+        config.update(INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
+    request = ov.Core().compile_model(exported, "CPU", config).create_infer_request()
+    for _ in range(2):
+        request.infer({0: sample})
+    times: Dict[str, float] = {}
+    for _ in range(iters):
+        request.infer({0: sample})
+        for info in request.get_profiling_info():
+            if info.status.name == "EXECUTED":
+                kind = openvino_layer_kind(info.node_type, info.exec_type)
+                times[kind] = times.get(kind, 0.0) + info.real_time.total_seconds() * 1000 / iters
+    times["total"] = sum(times.values())
+    return times

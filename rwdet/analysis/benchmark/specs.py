@@ -90,7 +90,9 @@ class BenchmarkSetup:
             format (timm's ``--channels-last``); convs then return NHWC maps, which oneDNN's
             depthwise kernels run faster. The fold for inference keeps the format.
         profile: after each phase's rounds, profile 2 x ``iters`` more steps of each side, one side
-            after the other, and report their time per op kind (:mod:`rwdet.analysis.profile`).
+            after the other, and report their time per op kind (:mod:`rwdet.analysis.profile`);
+            with runtime "openvino", the inference phase's figures are OpenVINO's own per-layer
+            times of what runs in it (``PERF_COUNT``; :func:`runtimes.openvino_layer_times`).
         runtime: what runs the inference rounds, on both sides: "eager" (PyTorch), or
             "onnxruntime", "openvino", "torchscript": the BN-folded model exported and run there
             (classifiers whole; detectors' backbone+FPN, with Detectron2's heads in PyTorch;
@@ -184,7 +186,8 @@ class BenchmarkSetup:
                    (not self.deploy, "deploy off (the runtimes run the BN-folded model)"),
                    (self.amp != "none", f"amp={self.amp!r}"), (self.compile != "none", f"compile={self.compile!r}"),
                    (self.channels_last, "channels_last (the runtime picks its own layouts)"),
-                   (self.profile, "profile (torch.profiler cannot see inside the runtime)")]
+                   (self.profile and self.runtime != "openvino",
+                    "profile (torch.profiler cannot see inside the runtime; OpenVINO's own per-layer times can)")]
         for clash, what in clashes:
             if clash:
                 raise ValueError(f"runtime={self.runtime!r} does not go with {what}; use runtime='eager' for it")
