@@ -212,6 +212,10 @@ def test_runtime_setup_errors():
     with pytest.raises(ValueError, match="phases=\\['test'\\]"):
         default_setup("cpu", phases=("test",))
     assert default_setup("cpu", runtime="openvino", profile=True).profile  # OpenVINO's own per-layer times
+    with pytest.raises(ValueError, match="ref_runtime='eager' does not go with|needs ref_runtime='eager' equal"):
+        default_setup("cpu", runtime="openvino", ref_runtime="eager", profile=True)
+    with pytest.raises(ValueError, match="ref_runtime='tvm'; allowed"):
+        default_setup("cpu", ref_runtime="tvm")
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -299,3 +303,20 @@ def test_detector_serves_its_backbone_in_onnxruntime_with_the_same_detections():
     torch.testing.assert_close(b.scores.sort().values, a.scores.sort().values, rtol=1e-4, atol=1e-6)
     nearest = (b.pred_boxes.tensor[:, None] - a.pred_boxes.tensor[None]).abs().amax(-1).amin(1)
     assert float(nearest.max()) < 1e-2, nearest.max()
+
+
+def test_ref_runtime_runs_the_reference_in_eager_interleaved(tmp_path):
+    """--runtime openvino --ref-runtime eager: RandWire served, ResNet in eager, same rounds."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
+           "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "2", "--threads", "1",
+           "--no-flops", "--runtime", "openvino", "--ref-runtime", "eager", "--phases", "infer", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pair = json.loads(out.read_text())["pairs"]["cls_small"]
+    assert (pair["runtime"], pair["ref_runtime"]) == ("openvino", "eager")
+    assert pair["sides"]["randwire"]["runtime"]["name"] == "openvino"
+    assert pair["sides"]["reference"]["runtime"] == {"name": "eager"}
+    assert [e[2] for e in pair["log"]] == ["randwire", "reference", "reference", "randwire"]
+    assert "inference runtime: openvino for RandWire, eager for the reference" in proc.stdout

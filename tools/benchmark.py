@@ -12,6 +12,8 @@
     # inference in OpenVINO (or onnxruntime, torchscript) on both sides; training rounds skipped
     python tools/benchmark.py --threads 2 --runtime openvino --phases infer \
         --pairs cls_c109_b1 det_backbone det_trainable --batch 1
+    # RandWire served by OpenVINO against ResNet-50 in eager PyTorch, interleaved
+    python tools/benchmark.py --threads 2 --runtime openvino --ref-runtime eager --phases infer --batch 1 4
     # quick check
     python tools/benchmark.py --device cpu --size 64 --det-size 64x96 --batch 2 --warmup 0 --iters 1 --rounds 2
 
@@ -31,7 +33,11 @@ whole (static input shape), the detectors' backbone+FPN (dynamic shapes, as
 ``MODEL.DEPLOY.RUNTIME`` serves it) with Detectron2's RPN, ROI heads and NMS in PyTorch (the
 "whole model" figure of det_trainable / det_frozen), and det_backbone's backbone+FPN. Training
 rounds are not affected: they run in eager PyTorch as with --runtime eager (skip them with
---phases infer). CPU only; not with --amp, --compile, --channels-last or --profile. The export
+--phases infer). CPU only; not with --amp, --compile or --channels-last; --profile only in
+OpenVINO (its own per-layer times). --ref-runtime gives the reference side another runtime, e.g.
+``--runtime openvino --ref-runtime eager``: RandWire served against ResNet-50 as users run it
+today, in the same interleaved rounds. --pad-channels N rounds RandWire's widths up to a
+multiple of N with zero filters after the fold (exact; docs/SPEED.md). The export
 runs once per side before the first timed round; each side's outputs are then checked once
 against eager PyTorch's (max abs error in the JSON and report), and the layout reorders the
 runtime put into its compiled graph are counted (OpenVINO: runtime-model ops of type Reorder;
@@ -131,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "BN-folded model exported to ONNX Runtime / OpenVINO / TorchScript (classifiers whole, "
                         "detectors' backbone+FPN with the heads in PyTorch); training rounds stay in eager "
                         "PyTorch (use --phases infer to skip them)")
+    p.add_argument("--ref-runtime", choices=["eager", "onnxruntime", "openvino", "torchscript"], default=None,
+                   help="the reference side's runtime when it differs from RandWire's, e.g. --runtime openvino "
+                        "--ref-runtime eager: RandWire served against ResNet-50 as users run it today, interleaved "
+                        "(default: --runtime)")
     p.add_argument("--phases", nargs="+", choices=["train", "infer"], default=None,
                    help="phases to measure (default: train infer); det_backbone runs infer only")
     p.add_argument("--pad-channels", type=int, default=None, metavar="N",
@@ -155,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
             channels_last=args.channels_last, profile=args.profile, runtime=args.runtime, phases=args.phases,
-            pad_channels=args.pad_channels,
+            pad_channels=args.pad_channels, ref_runtime=args.ref_runtime,
         )
         select_pairs(args.pairs, setup)
     except (ValueError, ImportError) as exc:

@@ -232,7 +232,7 @@ class ModelBench:
         Raises:
             ValueError: an unknown phase. RuntimeError: "train" after the first inference round.
         """
-        if self.setup.runtime == "openvino" and phase == "infer":
+        if self.setup.runtime_of(self.side) == "openvino" and phase == "infer":
             return self._openvino_profile()
         return self._measure_phase("profile", phase,
                                    lambda step: profile_op_kinds(step, self.setup.iters, self.device))
@@ -383,7 +383,7 @@ class ModelBench:
                     pad_randwire_channels(self.model, self.setup.pad_channels)
                     self.model.to(memory_format=self.memory_format)
                 self._compile()  # the folded model compiles anew
-            if self.setup.runtime != "eager":
+            if self.setup.runtime_of(self.side) != "eager":
                 self.runtime_info = self._serve_runtime()
             self.deployed = {"norm_layers_before": before, "norm_layers_after": count_norm_layers(self.model)}
         return self.deployed
@@ -403,7 +403,7 @@ class ModelBench:
         from ...deploy import BackboneAsTuple, RuntimeBackbone
         from ...deploy.export import backbone_dynamic_axes
 
-        runtime, threads = self.setup.runtime, self.setup.threads
+        runtime, threads = self.setup.runtime_of(self.side), self.setup.threads
         with torch.no_grad():
             if self.side.kind == "cls":
                 ref = [self.model(self.x)]

@@ -107,6 +107,7 @@ def markdown_report(result: Dict[str, Any]) -> str:
         f"memory format {'channels_last (NHWC)' if s.get('channels_last') else 'contiguous (NCHW)'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
         f"- inference runtime: {s.get('runtime', 'eager')}"
+        + (f" for RandWire, {s['ref_runtime']} for the reference" if s.get("ref_runtime") not in (None, s.get("runtime")) else "")
         + ("" if s.get("runtime", "eager") == "eager" else
            " (classifiers whole; detectors: backbone+FPN, heads in PyTorch; training in eager PyTorch)")
         + f"; phases: {', '.join(s.get('phases', PHASES))}"

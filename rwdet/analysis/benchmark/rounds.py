@@ -48,7 +48,8 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
     phases = [p for p in PHASES if p in setup.phases and not (p == "train" and pair.kind in INFER_ONLY_KINDS)]
     out: Dict[str, Any] = {"title": pair.title, "kind": pair.kind, "batch": pair.batch, "input_size": list(pair.size),
                            "sides": {name: {"model": asdict(s)} for name, s in zip(SIDES, pair.sides)},
-                           "runtime": setup.runtime, "phases": phases, "log": []}
+                           "runtime": setup.runtime, "ref_runtime": setup.runtime_of(pair.sides[1]),
+                           "phases": phases, "log": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rwdet-bench-") as log_dir:
         workers = [WorkerClient(s, pair, setup, log_dir, f"{pair.name}-{name}") for name, s in zip(SIDES, pair.sides)]
@@ -79,7 +80,7 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
                         log(f"{pair.name} {phase} round {r + 1}/{setup.rounds} {SIDES[i]}: "
                             f"{res['images_per_s']:.2f} img/s")
                 if setup.profile:
-                    in_runtime = phase == "infer" and setup.runtime != "eager"  # oneDNN is not what runs
+                    in_runtime = phase == "infer" and "eager" not in (setup.runtime, setup.runtime_of(pair.sides[1]))
                     for what in ("profile", "onednn") if setup.device.startswith("cpu") and not in_runtime else ("profile",):
                         for name, w in zip(SIDES, workers):  # one at a time: nothing runs beside it
                             res = w.request({"cmd": what, "phase": phase})

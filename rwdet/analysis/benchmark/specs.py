@@ -98,6 +98,8 @@ class BenchmarkSetup:
             (classifiers whole; detectors' backbone+FPN, with Detectron2's heads in PyTorch;
             :mod:`rwdet.analysis.benchmark.runtimes`). CPU only, needs ``deploy``; training
             rounds stay in eager PyTorch.
+        ref_runtime: the reference side's inference runtime, when it differs from RandWire's
+            (e.g. RandWire in "openvino" against ResNet-50 in "eager", interleaved); None: ``runtime``.
         pad_channels: > 0: after the BN fold, RandWire widths rounded up to a multiple of this
             with zero filters (:func:`rwdet.deploy.pad_randwire_channels`; the same outputs; a
             ResNet side is unchanged); needs ``deploy``. 0: off.
@@ -129,6 +131,14 @@ class BenchmarkSetup:
     runtime: str = "eager"
     phases: Tuple[str, ...] = PHASES
     pad_channels: int = 0
+    ref_runtime: Optional[str] = None
+
+    def runtime_of(self, side: "SideSpec") -> str:
+        """The inference runtime of ``side``: ``runtime`` for a RandWire side, ``ref_runtime``
+        (default ``runtime``) for the reference."""
+        if side.model.startswith("randwire") or self.ref_runtime is None:
+            return self.runtime
+        return self.ref_runtime
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
@@ -176,24 +186,32 @@ class BenchmarkSetup:
         self._check_runtime()
 
     def _check_runtime(self) -> None:
-        """Raise ValueError if ``runtime`` is unknown or does not go with the other fields,
-        ImportError (with the install command) if its package is missing."""
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime={self.runtime!r}; allowed: {', '.join(repr(r) for r in RUNTIMES)}")
-        if self.runtime == "eager":
+        """Raise ValueError if ``runtime`` or ``ref_runtime`` is unknown or does not go with the
+        other fields, ImportError (with the install command) if its package is missing."""
+        self._check_one_runtime("runtime", self.runtime)
+        if self.ref_runtime is not None:
+            self._check_one_runtime("ref_runtime", self.ref_runtime)
+            if self.profile and self.ref_runtime != self.runtime:
+                raise ValueError(f"profile compares the two sides op by op: it needs ref_runtime={self.ref_runtime!r} "
+                                 f"equal to runtime={self.runtime!r}")
+
+    def _check_one_runtime(self, key: str, runtime: str) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"{key}={runtime!r}; allowed: {', '.join(repr(r) for r in RUNTIMES)}")
+        if runtime == "eager":
             return
         clashes = [(not self.device.startswith("cpu"), f"device={self.device!r} (the runtimes run on the CPU)"),
                    (not self.deploy, "deploy off (the runtimes run the BN-folded model)"),
                    (self.amp != "none", f"amp={self.amp!r}"), (self.compile != "none", f"compile={self.compile!r}"),
                    (self.channels_last, "channels_last (the runtime picks its own layouts)"),
-                   (self.profile and self.runtime != "openvino",
+                   (self.profile and runtime != "openvino",
                     "profile (torch.profiler cannot see inside the runtime; OpenVINO's own per-layer times can)")]
         for clash, what in clashes:
             if clash:
-                raise ValueError(f"runtime={self.runtime!r} does not go with {what}; use runtime='eager' for it")
+                raise ValueError(f"{key}={runtime!r} does not go with {what}; use {key}='eager' for it")
         from ...deploy import check_runtime
 
-        check_runtime(self.runtime, key="runtime")
+        check_runtime(runtime, key=key)
 
 
 def default_setup(device: Optional[str] = None, **overrides: Any) -> BenchmarkSetup:
