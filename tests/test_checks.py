@@ -204,6 +204,29 @@ def test_bad_coco_annotation_refused_in_one_line_or_skipped(bccd_root, tmp_path,
     assert len(warned) == 1 and f"{path}: image 2" in warned[0] and expected in warned[0]
 
 
+def test_skipped_annotations_leave_the_evaluation_ground_truth_too(bccd_root, tmp_path, catalog_cleanup):
+    """A test set trimmed by DATASETS.SKIP_BAD_ANNOTATIONS is evaluated against what was kept, not
+    against its json file (whose inverted box pycocotools would count as ground truth)."""
+    from rwdet.engine import Trainer
+
+    bad = {"id": 7, "image_id": 2, "bbox": [100, 100, -30, 40]}
+    cfg, name, path = _coco(tmp_path, bccd_root, catalog_cleanup, [GOOD, bad], skip=True)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), (name,)
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    prepare_datasets(cfg)
+    evaluator = Trainer.build_evaluator(cfg, name)
+    assert sorted(a["id"] for a in evaluator._coco_api.dataset["annotations"]) == [1]
+    assert [a["bbox"] for a in evaluator._coco_api.dataset["annotations"]] == [[10.0, 20.0, 100.0, 50.0]]
+    assert len(evaluator._coco_api.getImgIds()) == 2
+    # a clean json stays the ground truth itself
+    (tmp_path / "clean").mkdir()
+    cfg2, name2, path2 = _coco(tmp_path / "clean", bccd_root, catalog_cleanup, [GOOD])
+    cfg2.DATASETS.TRAIN, cfg2.DATASETS.TEST = (), (name2,)
+    cfg2.OUTPUT_DIR = str(tmp_path / "out2")
+    prepare_datasets(cfg2)
+    assert Trainer.build_evaluator(cfg2, name2)._coco_api.dataset["annotations"][0]["id"] == 1
+
+
 def test_several_bad_annotations_listed_one_per_line(bccd_root, tmp_path, catalog_cleanup):
     bad = [{"id": 10 + k, "image_id": 1} for k in range(25)]
     cfg, name, path = _coco(tmp_path, bccd_root, catalog_cleanup, [GOOD, *bad])

@@ -12,6 +12,7 @@ from .datasets import (
     BCCD_SPLITS,
     check_datasets_on_disk,
     check_num_classes,
+    checked_coco_api,
     load_via_instances,
     load_voc_instances,
     prepare_datasets,
@@ -43,6 +44,7 @@ __all__ = [
     "register_datasets_from_config",
     "validate_dataset_dicts",
     "check_datasets_on_disk",
+    "checked_coco_api",
     "check_num_classes",
     "prepare_datasets",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "check_datasets_on_disk",
     "check_num_classes",
     "prepare_datasets",
+    "checked_coco_api",
 ]
 
 logger = logging.getLogger("rwdet.data")
@@ -1181,10 +1182,45 @@ def _dataset_options(cfg) -> Dict[str, Any]:
             "image_check": check}
 
 
+#: Datasets from which :func:`prepare_datasets` left images or annotations out (skipped as
+#: bad, or boxes empty after clipping): name -> how many. Read by :func:`checked_coco_api`.
+_LEFT_OUT: Dict[str, int] = {}
+
+
 def _load_and_validate(name: str, load, options: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Load a dataset (:func:`_load_dataset`) and check it (:func:`validate_dataset_dicts`)."""
+    """Load a dataset (:func:`_load_dataset`) and check it (:func:`validate_dataset_dicts`);
+    records in :data:`_LEFT_OUT` how many images and annotations the checks left out."""
     dicts, skipped = _load_dataset(name, load, options["skip_bad_annotations"])
-    return validate_dataset_dicts(dicts, name, skipped_annotations=skipped, **options)
+    images, annotations = len(dicts), sum(len(d.get("annotations", ())) for d in dicts)
+    kept = validate_dataset_dicts(dicts, name, skipped_annotations=skipped, **options)
+    left_out = len(skipped) + images - len(kept) + annotations - sum(len(d.get("annotations", ())) for d in kept)
+    if left_out:
+        _LEFT_OUT[name] = left_out
+    else:
+        _LEFT_OUT.pop(name, None)
+    return kept
+
+
+def checked_coco_api(name: str):
+    """The ground truth a COCO evaluation of ``name`` should use, when it differs from the
+    dataset's json file: for a dataset registered with a ``json_file`` from which
+    :func:`prepare_datasets` left images or annotations out (DATASETS.SKIP_BAD_IMAGES /
+    SKIP_BAD_ANNOTATIONS, boxes empty after clipping), a ``pycocotools.coco.COCO`` built in
+    memory from the checked records (Detectron2's ``convert_to_coco_dict``, as its
+    ``COCOEvaluator`` does for datasets without a json file); else None (the json file is the
+    ground truth).
+    """
+    if not _LEFT_OUT.get(name) or not MetadataCatalog.get(name).get("json_file"):
+        return None
+    from detectron2.data.datasets.coco import convert_to_coco_dict
+    from pycocotools.coco import COCO
+
+    api = COCO()
+    api.dataset = convert_to_coco_dict(name)
+    api.createIndex()
+    logger.info("Dataset %r: evaluated against its checked records, %d image(s) / annotation(s) fewer "
+                "than %s", name, _LEFT_OUT[name], MetadataCatalog.get(name).json_file)
+    return api
 
 
 def _config_dataset_names(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> List[str]:

@@ -15,7 +15,7 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..data import NamingMapper
+from ..data import NamingMapper, checked_coco_api
 from ..utils.io import atomic_write
 from .defaults import DeferredWriters, ddp_on_cpu
 from .graphs import build_checkpointer, graph_table
@@ -154,7 +154,13 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        evaluator = COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        # A json data set that the checks trimmed (DATASETS.SKIP_BAD_*): evaluate against what was
+        # kept, not against the json file's annotations (COCOEvaluator reads its json_file).
+        checked = checked_coco_api(dataset_name)
+        if checked is not None:
+            evaluator._coco_api = checked
+        return evaluator
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
