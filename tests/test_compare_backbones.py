@@ -181,3 +181,28 @@ def test_a_diverged_record_stands_for_the_runs_that_reach_its_iteration(tmp_path
     assert _plan_run(cfg(400), done, str(tmp_path)) == ("reuse", 300)
     with pytest.raises(ValueError, match="holds a longer run of this config"):
         _plan_run(cfg(250), done, str(tmp_path))
+
+
+def test_a_run_recorded_before_a_config_key_was_added_is_still_reused(tmp_path):
+    """A finished run whose config.yaml lacks a key added to rwdet since (here
+    MODEL.DEPLOY.PAD_CHANNELS, added after comparison runs had been trained) is the same run;
+    a key whose value differs is not."""
+    import yaml
+
+    from rwdet.analysis.compare_backbones import _config_hash, _plan_run
+
+    def cfg(*opts):
+        return load_config(TINY_RW, ["SOLVER.MAX_ITER", "300", "OUTPUT_DIR", str(tmp_path), *opts])
+
+    old = yaml.safe_load(cfg().dump())
+    del old["MODEL"]["DEPLOY"]["PAD_CHANNELS"]  # the run's config.yaml, written before the key existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    old_hash = _config_hash(cfg(), keys_of=old)
+    assert old_hash != _config_hash(cfg())  # a plain hash of today's config would refuse the run
+    done = {"config_hash": old_hash, "max_iter": 300}
+    assert _plan_run(cfg(), done, str(tmp_path)) == ("reuse", None)
+    with pytest.raises(ValueError, match="holds a finished run of another config"):
+        _plan_run(cfg("SOLVER.BASE_LR", "0.02"), done, str(tmp_path))
+    (tmp_path / "config.yaml").unlink()  # no saved config: only the plain hash counts
+    with pytest.raises(ValueError, match="holds a finished run of another config"):
+        _plan_run(cfg(), done, str(tmp_path))

@@ -136,8 +136,43 @@ def _config_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-def _config_hash(cfg) -> str:
+def _config_hash(cfg, keys_of: Optional[dict] = None) -> str:
+    """The hash of a run's config (its full dump). With ``keys_of`` (a run's saved config.yaml,
+    as a dict): of ``cfg`` without the keys that config lacks, i.e. keys added to rwdet after
+    that run was trained, which start at a default that keeps the former behaviour."""
+    if keys_of is not None:
+        cfg = _without_keys_absent_from(cfg, keys_of)
     return hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]
+
+
+def _without_keys_absent_from(cfg, reference: dict):
+    """A copy of ``cfg`` (a CfgNode) keeping only the keys that ``reference`` (a nested dict)
+    has too."""
+    out = cfg.clone()
+    out.defrost()
+
+    def prune(node, ref):
+        for key in list(node.keys()):
+            if not isinstance(ref, dict) or key not in ref:
+                del node[key]
+            elif isinstance(node[key], dict):
+                prune(node[key], ref[key])
+
+    prune(out, reference)
+    return out
+
+
+def _same_config(cfg, recorded_hash: Optional[str], run_dir: str) -> bool:
+    """Whether ``cfg`` is the config a run in ``run_dir`` recorded (``recorded_hash``): equal
+    dumps, or equal but for keys added to rwdet since (read from the run's config.yaml)."""
+    if recorded_hash == _config_hash(cfg):
+        return True
+    saved = os.path.join(run_dir, "config.yaml")
+    if recorded_hash is None or not os.path.isfile(saved):
+        return False
+    with open(saved, encoding="utf-8") as f:
+        keys_of = yaml.safe_load(f)
+    return recorded_hash == _config_hash(cfg, keys_of)
 
 
 def read_run(run_dir: str, test_dataset: str) -> dict:
@@ -386,13 +421,13 @@ def _plan_run(cfg, done: Optional[dict], run_dir: str) -> Tuple[str, Optional[in
     """
     if done is None:
         return "train", None
-    if done.get("config_hash") == _config_hash(cfg):
+    if _same_config(cfg, done.get("config_hash"), run_dir):
         return "reuse", None
     recorded = _recorded_max_iter(done, run_dir)
     shorter = cfg.clone()
     shorter.defrost()
     shorter.SOLVER.MAX_ITER = recorded
-    if done.get("config_hash") != _config_hash(shorter):
+    if not _same_config(shorter, done.get("config_hash"), run_dir):
         raise ValueError(
             f"{run_dir} holds a finished run of another config or overrides ({done.get('config')} "
             f"{done.get('opts')}); use another --output-dir or remove that folder"
