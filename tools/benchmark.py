@@ -80,6 +80,10 @@ import shlex
 import sys
 from typing import List, Optional
 
+#: What may run the inference rounds (rwdet.analysis.benchmark.specs.RUNTIMES; written out here so
+#: that --help needs no torch import).
+RUNTIME_CHOICES = ["eager", "onnxruntime", "openvino", "torchscript"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; device-dependent defaults stay None (``default_setup`` fills them)."""
@@ -132,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="both sides' weights and inputs in channels_last (NHWC) memory format")
     p.add_argument("--profile", action="store_true",
                    help="after each phase's rounds, profile each side and report its time per op kind")
-    p.add_argument("--runtime", choices=["eager", "onnxruntime", "openvino", "torchscript"], default=None,
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
                    help="what runs the inference rounds, both sides: eager PyTorch (default), or the "
                         "BN-folded model exported to ONNX Runtime / OpenVINO / TorchScript (classifiers whole, "
                         "detectors' backbone+FPN with the heads in PyTorch); training rounds stay in eager "
                         "PyTorch (use --phases infer to skip them)")
-    p.add_argument("--ref-runtime", choices=["eager", "onnxruntime", "openvino", "torchscript"], default=None,
+    p.add_argument("--ref-runtime", choices=RUNTIME_CHOICES, default=None,
                    help="the reference side's runtime when it differs from RandWire's, e.g. --runtime openvino "
                         "--ref-runtime eager: RandWire served against ResNet-50 as users run it today, interleaved "
                         "(default: --runtime)")

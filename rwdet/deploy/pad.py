@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, List
 
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import FPN
 from torch import nn
 
@@ -33,8 +34,7 @@ logger = logging.getLogger(__name__)
 def _check_folded(body: RandWire) -> None:
     """Refuse a body whose norms are not folded (a padded BN channel would not stay zero)."""
     left = [name for name, m in body.named_modules()
-            if isinstance(m, nn.modules.batchnorm._NormBase) or isinstance(m, nn.GroupNorm)
-            or type(m).__name__ == "FrozenBatchNorm2d"]
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, FrozenBatchNorm2d))]
     if left:
         raise ValueError(
             f"pad_randwire_channels needs a model with its BatchNorms folded into the convs "
@@ -116,7 +116,7 @@ def pad_randwire_channels(model: nn.Module, multiple: int = 16) -> List[str]:
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise ValueError(f"multiple={multiple!r} must be an integer >= 1 (e.g. 16)")
     owners = {}
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, RandWireClassifier):
             owners[id(m.body)] = m
         elif isinstance(m, FPN) and isinstance(m.bottom_up, RandWire):

@@ -179,8 +179,9 @@ class BenchmarkSetup:
             raise ValueError(f"bccd_root={self.bccd_root!r} is not a directory")
         if not self.phases or any(p not in PHASES for p in self.phases) or len(set(self.phases)) < len(self.phases):
             raise ValueError(f"phases={list(self.phases)}: a non-empty subset of {', '.join(PHASES)}, each once")
-        if isinstance(self.pad_channels, bool) or not isinstance(self.pad_channels, int) or self.pad_channels < 0:
-            raise ValueError(f"pad_channels={self.pad_channels!r} must be an integer >= 0 (0: off)")
+        from ...deploy import check_pad_channels
+
+        check_pad_channels(self.pad_channels, key="pad_channels")
         if self.pad_channels and not self.deploy:
             raise ValueError("pad_channels needs deploy on (the padding rewrites the BN-folded model)")
         self._check_runtime()
