@@ -206,3 +206,30 @@ def test_a_run_recorded_before_a_config_key_was_added_is_still_reused(tmp_path):
     (tmp_path / "config.yaml").unlink()  # no saved config: only the plain hash counts
     with pytest.raises(ValueError, match="holds a finished run of another config"):
         _plan_run(cfg(), done, str(tmp_path))
+
+
+def test_a_resumed_run_is_read_from_the_attempt_that_finished_it(tmp_path):
+    """metrics.json of a run stopped twice: once before its first checkpoint (restarted from
+    iteration 0; that attempt's steps were slowed 5x by a paused process) and once after the
+    checkpoint at iteration 100 (resumed there). Only the rows of the attempts that the final
+    model stands on count: each evaluation once, at its iteration, and none of the stale times."""
+    import json
+
+    from rwdet.analysis.compare_backbones import read_run
+
+    def train(it, t):
+        return {"iteration": it, "time": t, "total_loss": 1.0}
+
+    def evaluation(it, ap, t=None):  # JSONWriter writes one row per iteration
+        return {"iteration": it, "bbox/AP": ap, "segm/AP": ap / 2, **({"time": t} if t else {})}
+
+    rows = [train(19, 28.0), train(39, 28.0), evaluation(49, 9.0), train(59, 28.0)]  # stopped
+    rows += [train(19, 5.0), train(39, 5.0), evaluation(49, 1.0), train(59, 5.0), train(79, 5.0),
+             evaluation(99, 2.0, 5.0), train(119, 28.0), evaluation(149, 9.0, 28.0)]  # stopped
+    rows += [train(119, 5.0), train(139, 5.0), evaluation(149, 3.0, 5.0), evaluation(150, 4.0)]  # resumed from model_0000099.pth, finished
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval_results.json").write_text(json.dumps({"val": {"bbox": {"AP": 4.0}}}))
+    run = read_run(str(tmp_path), "val")
+    assert run["evaluations"] == [[49, 1.0], [99, 2.0], [149, 3.0], [150, 4.0]]
+    assert run["segm_evaluations"] == [[49, 0.5], [99, 1.0], [149, 1.5], [150, 2.0]]
+    assert run["sec_per_iter"] == 5.0

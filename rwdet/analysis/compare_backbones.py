@@ -175,11 +175,36 @@ def _same_config(cfg, recorded_hash: Optional[str], run_dir: str) -> bool:
     return recorded_hash == _config_hash(cfg, keys_of)
 
 
+def _current_metrics_rows(metrics_path: str) -> list:
+    """The rows of Detectron2's ``metrics.json`` that the finished run stands on.
+
+    Detectron2's ``JSONWriter`` appends one row per iteration, with strictly increasing
+    iterations within one process. A run stopped and resumed (``--resume``) restarts from its
+    last checkpoint and appends rows again from there, so the stopped attempt's rows past that
+    checkpoint are superseded. The resumed attempt writes again every row the stopped one wrote
+    after that checkpoint (same schedule and hooks), so a row whose iteration is not above the
+    previous one drops every earlier row at or above its iteration. Returns ``[]`` when the file
+    does not exist.
+    """
+    rows = []
+    if not os.path.isfile(metrics_path):
+        return rows
+    with open(metrics_path) as f:
+        for line in f:
+            row = json.loads(line)
+            it = int(row.get("iteration", -1))
+            while rows and int(rows[-1].get("iteration", -1)) >= it:
+                rows.pop()
+            rows.append(row)
+    return rows
+
+
 def read_run(run_dir: str, test_dataset: str) -> dict:
     """The results of one finished training run in ``run_dir``.
 
     Reads ``eval_results.json`` (written by :class:`rwdet.engine.Trainer` after testing) and
-    ``metrics.json`` (Detectron2's ``JSONWriter``).
+    ``metrics.json`` (Detectron2's ``JSONWriter``; of a run stopped and resumed, only the rows
+    of the attempt that finished it, see :func:`_current_metrics_rows`).
 
     Args:
         run_dir: the run's OUTPUT_DIR.
@@ -206,18 +231,14 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
         results = json.load(f)
     if test_dataset not in results or "bbox" not in results[test_dataset]:
         raise KeyError(f"{path} holds no bbox results for {test_dataset!r}; it has {sorted(results)}")
-    metrics_path = os.path.join(run_dir, "metrics.json")
     times, evaluations, segm_evaluations = [], [], []
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                row = json.loads(line)
-                if "time" in row:
-                    times.append(float(row["time"]))
-                if "bbox/AP" in row:
-                    evaluations.append([int(row["iteration"]), float(row["bbox/AP"])])
-                if "segm/AP" in row:
-                    segm_evaluations.append([int(row["iteration"]), float(row["segm/AP"])])
+    for row in _current_metrics_rows(os.path.join(run_dir, "metrics.json")):
+        if "time" in row:
+            times.append(float(row["time"]))
+        if "bbox/AP" in row:
+            evaluations.append([int(row["iteration"]), float(row["bbox/AP"])])
+        if "segm/AP" in row:
+            segm_evaluations.append([int(row["iteration"]), float(row["segm/AP"])])
     return {
         "bbox": {k: float(v) for k, v in results[test_dataset]["bbox"].items()},
         "segm": {k: float(v) for k, v in results[test_dataset].get("segm", {}).items()},
