@@ -233,3 +233,25 @@ def test_a_resumed_run_is_read_from_the_attempt_that_finished_it(tmp_path):
     assert run["evaluations"] == [[49, 1.0], [99, 2.0], [149, 3.0], [150, 4.0]]
     assert run["segm_evaluations"] == [[49, 0.5], [99, 1.0], [149, 1.5], [150, 2.0]]
     assert run["sec_per_iter"] == 5.0
+
+
+def test_a_run_folder_moved_elsewhere_is_the_same_run(tmp_path):
+    """Where a finished run lies does not change it: its record is reused under another
+    OUTPUT_DIR (a comparison folder moved, or restored from docs/runs). A record of an earlier
+    rwdet, whose hash includes OUTPUT_DIR, is reused in the folder it was trained in only."""
+    from rwdet.analysis.compare_backbones import _config_hash, _plan_run
+
+    def cfg(out, *opts):
+        return load_config(TINY_RW, ["SOLVER.MAX_ITER", "300", "OUTPUT_DIR", str(out), *opts])
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    done = {"config_hash": _config_hash(cfg(here)), "max_iter": 300}
+    assert _config_hash(cfg(here)) == _config_hash(cfg(there))
+    assert _plan_run(cfg(there), done, str(there)) == ("reuse", None)
+    with pytest.raises(ValueError, match="holds a finished run of another config"):
+        _plan_run(cfg(there, "SOLVER.BASE_LR", "0.02"), done, str(there))
+    legacy = {"config_hash": _config_hash(cfg(here), with_output_dir=True), "max_iter": 300}
+    assert legacy["config_hash"] != done["config_hash"]
+    assert _plan_run(cfg(here), legacy, str(here)) == ("reuse", None)
+    with pytest.raises(ValueError, match="holds a finished run of another config"):
+        _plan_run(cfg(there), legacy, str(there))

@@ -6,7 +6,8 @@ backbones at about equal FLOPs). Each run is ``tools/train_net.py`` (Detectron2'
 ``DefaultTrainer`` through :class:`rwdet.engine.Trainer`) in a subprocess of its own, with
 ``--resume``, in ``OUTPUT_DIR/<config name>/seed<s>``: the same command as a user runs, so a
 run here is repeatable by hand, an interrupted comparison resumes where it stopped, and a
-finished run (its ``compare_run.json`` record) is reused.
+finished run (its ``compare_run.json`` record) is reused, also where its folder has been moved or
+copied to another OUTPUT_DIR (the records behind the published tables are in ``docs/runs/``).
 
 Fairness is checked before any training: the configs must agree on every key except the
 backbone's own (MODEL.BACKBONE.NAME, MODEL.RANDWIRE.*, MODEL.RESNETS.*, OUTPUT_DIR), i.e. the
@@ -136,12 +137,19 @@ def _config_name(config_file: str) -> str:
     return os.path.splitext(os.path.basename(config_file))[0]
 
 
-def _config_hash(cfg, keys_of: Optional[dict] = None) -> str:
-    """The hash of a run's config (its full dump). With ``keys_of`` (a run's saved config.yaml,
-    as a dict): of ``cfg`` without the keys that config lacks, i.e. keys added to rwdet after
-    that run was trained, which start at a default that keeps the former behaviour."""
+def _config_hash(cfg, keys_of: Optional[dict] = None, with_output_dir: bool = False) -> str:
+    """The hash of a run's config (its full dump, OUTPUT_DIR left out: where a run's folder lies
+    does not change the run, so a comparison folder moved or copied elsewhere is reused). With
+    ``keys_of`` (a run's saved config.yaml, as a dict): of ``cfg`` without the keys that config
+    lacks, i.e. keys added to rwdet after that run was trained, which start at a default that
+    keeps the former behaviour. ``with_output_dir``: the hash as records of earlier
+    rwdet versions hold it, OUTPUT_DIR included."""
     if keys_of is not None:
         cfg = _without_keys_absent_from(cfg, keys_of)
+    if not with_output_dir:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = ""
     return hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]
 
 
@@ -164,15 +172,19 @@ def _without_keys_absent_from(cfg, reference: dict):
 
 def _same_config(cfg, recorded_hash: Optional[str], run_dir: str) -> bool:
     """Whether ``cfg`` is the config a run in ``run_dir`` recorded (``recorded_hash``): equal
-    dumps, or equal but for keys added to rwdet since (read from the run's config.yaml)."""
-    if recorded_hash == _config_hash(cfg):
+    dumps but for OUTPUT_DIR, or equal but for keys added to rwdet since (read from the run's
+    config.yaml). A record written before OUTPUT_DIR was left out of the hash matches where
+    ``cfg.OUTPUT_DIR`` is the folder it was trained in."""
+    if recorded_hash is None:
+        return False
+    if recorded_hash in (_config_hash(cfg), _config_hash(cfg, with_output_dir=True)):
         return True
     saved = os.path.join(run_dir, "config.yaml")
-    if recorded_hash is None or not os.path.isfile(saved):
+    if not os.path.isfile(saved):
         return False
     with open(saved, encoding="utf-8") as f:
         keys_of = yaml.safe_load(f)
-    return recorded_hash == _config_hash(cfg, keys_of)
+    return recorded_hash in (_config_hash(cfg, keys_of), _config_hash(cfg, keys_of, with_output_dir=True))
 
 
 def _current_metrics_rows(metrics_path: str) -> list:
