@@ -175,16 +175,18 @@ def _same_config(cfg, recorded_hash: Optional[str], run_dir: str) -> bool:
     dumps but for OUTPUT_DIR, or equal but for keys added to rwdet since (read from the run's
     config.yaml). A record written before OUTPUT_DIR was left out of the hash matches where
     ``cfg.OUTPUT_DIR`` is the folder it was trained in."""
+    def hashes(keys_of=None):
+        return {_config_hash(cfg, keys_of, with_output_dir=w) for w in (False, True)}
+
     if recorded_hash is None:
         return False
-    if recorded_hash in (_config_hash(cfg), _config_hash(cfg, with_output_dir=True)):
+    if recorded_hash in hashes():
         return True
     saved = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(saved):
         return False
     with open(saved, encoding="utf-8") as f:
-        keys_of = yaml.safe_load(f)
-    return recorded_hash in (_config_hash(cfg, keys_of), _config_hash(cfg, keys_of, with_output_dir=True))
+        return recorded_hash in hashes(yaml.safe_load(f))
 
 
 def _current_metrics_rows(metrics_path: str) -> list:
