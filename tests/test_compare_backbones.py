@@ -64,11 +64,13 @@ def test_summarize_mean_sample_std_and_markdown():
     assert ("| A | `a` | 1,2 | seed 3 (iteration 41) | 12.00 ± 2.83 | 24.00 ± 5.66 | 6.00 ± 1.41 | 12.00 ± 2.83 | - "
             "| 2.000 ± 1.414 | 2.50 (320x448) | 3.00 |") in text
     assert "| B | `b` | 1 | - | 20.00 ± - |" in text
-    runs = format_runs_markdown([rec("a", 1, 10.0, 1.0), diverged]).splitlines()
+    empty = dict(rec("a", 2, 14.0, 3.0), evaluations=[[9, float("nan")], [19, 14.0]])  # no detection at 9
+    runs = format_runs_markdown([rec("a", 1, 10.0, 1.0), diverged, empty]).splitlines()
     assert runs[0] == ("| backbone | seed | AP | AP50 | AP75 | AP-RBC | AP-WBC | evaluations (iteration: AP) | "
                        "last step | s/iter | minutes |")
     assert runs[2] == "| A | 1 | 10.00 | 20.00 | 5.00 | 10.00 | - | 9: 9.00, 19: 10.00 | +1.00 | 1.00 | 0.0 |"
     assert runs[3].startswith("| A | 3 | diverged at iteration 41 |") and runs[3].count("|") == runs[0].count("|")
+    assert "| 9: -, 19: 14.00 | - |" in runs[4]  # NaN AP shows as "-", and so does a step from it
 
 
 def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):

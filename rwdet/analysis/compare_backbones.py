@@ -607,7 +607,9 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
     ``iteration: AP`` (``iteration: AP / mask AP`` with masks) (the iteration as Detectron2 logs it: the 0-based index of the step just
     done for a periodic evaluation, the run's length for the final one) | last step (AP of the
     last evaluation minus the one before; a clearly positive step means AP was still climbing) |
-    s/iter | minutes (the run's recorded training and evaluation time).
+    s/iter | minutes (the run's recorded training and evaluation time). A missing or NaN value
+    shows as ``-`` (e.g. an absent class, or an evaluation with no detection above the score
+    threshold, for which Detectron2's COCOEvaluator returns NaN AP).
 
     Args:
         records: from :func:`run_comparison`, in their order; a diverged run gets one row that
@@ -636,7 +638,7 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
             cells += [num(r.get("segm", {}).get(MASK_METRICS[c]) if c in MASK_METRICS else r["bbox"].get(c))
                       for c in cols]
             masked = dict(r.get("segm_evaluations") or [])
-            shown = [f"{i}: {ap:.2f}" + (f" / {masked[i]:.2f}" if i in masked else "") for i, ap in evals]
+            shown = [f"{i}: {num(ap)}" + (f" / {num(masked[i])}" if i in masked else "") for i, ap in evals]
             cells += [", ".join(shown) or "-", num(step, "+.2f"),
                       num(r.get("sec_per_iter")), num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
