@@ -101,6 +101,14 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     again = json.loads((out / "results.json").read_text())["runs"]
     assert all(r["reused"] for r in again) and not any(r["reused"] for r in result["runs"])
     assert {(r["config"], r["seed"]): r["seconds"] for r in again} == first and min(first.values()) > 0
+    # A run whose invocation stopped before recording it is resumed from its last checkpoint,
+    # and its record says that its time covers the resuming invocation only.
+    (out / "tiny_bccd_resnet" / "seed2" / "compare_run.json").unlink()
+    proc = run_tool("--configs", TINY_R18, "--seeds", "2", "--output-dir", str(out), *opts)
+    assert proc.returncode == 0 and "Resuming ResNet-18 seed 2 at iteration 4" in proc.stdout + proc.stderr
+    record = json.loads((out / "tiny_bccd_resnet" / "seed2" / "compare_run.json").read_text())
+    assert record["resumed_at"] == 4 and record["seconds"] > 0
+    assert "(from 4) |" in (out / "results.md").read_text().split("Per run:")[1]
     # Other settings in the same folder are refused, naming the folder, before anything trains.
     before = sorted(p.name for p in (out / "tiny_bccd" / "seed1").iterdir())
     proc = run_tool("--configs", TINY_RW, "--seeds", "3", "1", "--output-dir", str(out), *opts, "SOLVER.BASE_LR", "0.02")

@@ -337,12 +337,14 @@ def run_comparison(
 
     Returns:
         records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
-        "evaluations", "seconds", "reused", "diverged_at"}``; diverged_at is the iteration at
+        "evaluations", "seconds", "resumed_at", "reused", "diverged_at"}``; diverged_at is the iteration at
         which a run's loss or predictions became NaN or infinite (Detectron2 stops it; its
         bbox is then empty and the comparison goes on), else None; seconds is the wall time of training and
         evaluation, as recorded by the invocations that trained the run (an extended run:
-        their sum; None for a record without it); reused is True for a run finished by an
-        earlier invocation.
+        their sum; None for a record without it); resumed_at is the iteration at which the
+        invocation that trained the run resumed one that had stopped before recording it (the
+        time of the stopped invocations is not in seconds), else None; reused is True for a run
+        finished by an earlier invocation.
 
     Raises:
         ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
@@ -386,6 +388,7 @@ def run_comparison(
     records = []
     for path, label, seed, run_dir, run_opts, cfg, done, action, recorded in plans:
         diverged_at = done.get("diverged_at") if action == "reuse" else None
+        resumed_at = done.get("resumed_at") if action == "reuse" else None
         if action == "reuse":
             seconds = done.get("seconds")
             logger.info("Reusing %s seed %d (%s)%s", label, seed, run_dir,
@@ -396,6 +399,10 @@ def run_comparison(
                             recorded, cfg.SOLVER.MAX_ITER, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
+            resumed_at = _resume_start(run_dir) if action == "train" else None
+            if resumed_at is not None:
+                logger.info("Resuming %s seed %d at iteration %d (an earlier invocation stopped); the "
+                            "record's time covers this invocation only", label, seed, resumed_at)
             try:
                 seconds = _train(path, run_opts, run_dir)
             except TrainingDiverged as e:
@@ -405,6 +412,8 @@ def run_comparison(
                       "max_iter": int(cfg.SOLVER.MAX_ITER), "seconds": seconds}
             if diverged_at is not None:
                 record["diverged_at"] = diverged_at
+            if resumed_at is not None:
+                record["resumed_at"] = resumed_at
             if action == "extend":
                 prior = done.get("seconds")
                 record["seconds"] = None if prior is None else prior + seconds
@@ -416,7 +425,8 @@ def run_comparison(
         else:
             result = {"bbox": {}, "segm": {}, "sec_per_iter": math.nan, "evaluations": [], "segm_evaluations": []}
         records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
-                        "seconds": seconds, "reused": action == "reuse", "diverged_at": diverged_at, **result})
+                        "seconds": seconds, "resumed_at": resumed_at, "reused": action == "reuse",
+                        "diverged_at": diverged_at, **result})
     return records
 
 
@@ -429,18 +439,32 @@ def _recorded_max_iter(done: dict, run_dir: str) -> int:
         return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
 
 
-def _resumes_exactly(run_dir: str) -> bool:
-    """Whether the run's last checkpoint holds the states of an exact resumption
-    (:class:`rwdet.engine.resume.ExactResume`)."""
+def _last_checkpoint(run_dir: str) -> Optional[dict]:
+    """The checkpoint named by the run's ``last_checkpoint`` file (Detectron2's Checkpointer),
+    memory-mapped, or None when there is none."""
     tag = os.path.join(run_dir, "last_checkpoint")
     if not os.path.isfile(tag):
-        return False
+        return None
     with open(tag) as f:
         path = os.path.join(run_dir, f.read().strip())
     if not os.path.isfile(path):
-        return False
-    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    return "ExactResume" in ckpt.get("trainer", {}).get("hooks", {})
+        return None
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
+def _resumes_exactly(run_dir: str) -> bool:
+    """Whether the run's last checkpoint holds the states of an exact resumption
+    (:class:`rwdet.engine.resume.ExactResume`)."""
+    ckpt = _last_checkpoint(run_dir)
+    return ckpt is not None and "ExactResume" in ckpt.get("trainer", {}).get("hooks", {})
+
+
+def _resume_start(run_dir: str) -> Optional[int]:
+    """The iteration at which ``train_net.py --resume`` goes on in a run folder without a record
+    (an invocation stopped before it finished): the last checkpoint's ``iteration`` + 1, as
+    Detectron2's ``DefaultTrainer.resume_or_load``; None when the folder has no checkpoint."""
+    ckpt = _last_checkpoint(run_dir)
+    return None if ckpt is None or "iteration" not in ckpt else int(ckpt["iteration"]) + 1
 
 
 def _plan_run(cfg, done: Optional[dict], run_dir: str) -> Tuple[str, Optional[int]]:
@@ -607,7 +631,8 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
     ``iteration: AP`` (``iteration: AP / mask AP`` with masks) (the iteration as Detectron2 logs it: the 0-based index of the step just
     done for a periodic evaluation, the run's length for the final one) | last step (AP of the
     last evaluation minus the one before; a clearly positive step means AP was still climbing) |
-    s/iter | minutes (the run's recorded training and evaluation time). A missing or NaN value
+    s/iter | minutes (the run's recorded training and evaluation time; "from N" when it
+    covers only the invocation that resumed a stopped one at iteration N). A missing or NaN value
     shows as ``-`` (e.g. an absent class, or an evaluation with no detection above the score
     threshold, for which Detectron2's COCOEvaluator returns NaN AP).
 
@@ -640,7 +665,9 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
             masked = dict(r.get("segm_evaluations") or [])
             shown = [f"{i}: {num(ap)}" + (f" / {num(masked[i])}" if i in masked else "") for i, ap in evals]
             cells += [", ".join(shown) or "-", num(step, "+.2f"),
-                      num(r.get("sec_per_iter")), num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")]
+                      num(r.get("sec_per_iter")),
+                      num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")
+                      + ("" if r.get("resumed_at") is None else f" (from {r['resumed_at']})")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
