@@ -108,7 +108,7 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     assert proc.returncode == 0 and "Resuming ResNet-18 seed 2 at iteration 4" in proc.stdout + proc.stderr
     record = json.loads((out / "tiny_bccd_resnet" / "seed2" / "compare_run.json").read_text())
     assert record["resumed_at"] == 4 and record["seconds"] > 0
-    assert "(from 4) |" in (out / "results.md").read_text().split("Per run:")[1]
+    assert "(resumed at 4) |" in (out / "results.md").read_text().split("Per run:")[1]
     # Other settings in the same folder are refused, naming the folder, before anything trains.
     before = sorted(p.name for p in (out / "tiny_bccd" / "seed1").iterdir())
     proc = run_tool("--configs", TINY_RW, "--seeds", "3", "1", "--output-dir", str(out), *opts, "SOLVER.BASE_LR", "0.02")
@@ -129,6 +129,7 @@ def test_compare_tool_end_to_end_on_a_tiny_schedule(bccd_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
     record = json.loads((out / "tiny_bccd" / "seed1" / "compare_run.json").read_text())
     assert record["extended_from"] == [4] and record["max_iter"] == 6 and record["seconds"] > first[(TINY_RW, 1)]
+    assert "resumed_at" not in record  # the extension started where the record ended: nothing stopped
 
 
 def test_compare_tool_refuses_bad_input(tmp_path):

@@ -341,10 +341,10 @@ def run_comparison(
         which a run's loss or predictions became NaN or infinite (Detectron2 stops it; its
         bbox is then empty and the comparison goes on), else None; seconds is the wall time of training and
         evaluation, as recorded by the invocations that trained the run (an extended run:
-        their sum; None for a record without it); resumed_at is the iteration at which the
-        invocation that trained the run resumed one that had stopped before recording it (the
-        time of the stopped invocations is not in seconds), else None; reused is True for a run
-        finished by an earlier invocation.
+        their sum; None for a record without it); resumed_at is the first iteration at which an
+        invocation resumed one that had stopped before recording the run (the time of stopped
+        invocations is not in seconds), else None; reused is True for a run finished by an
+        earlier invocation.
 
     Raises:
         ValueError: no configs, no seeds, repeated seeds or configs, configs that differ
@@ -399,10 +399,12 @@ def run_comparison(
                             recorded, cfg.SOLVER.MAX_ITER, run_dir)
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
-            resumed_at = _resume_start(run_dir) if action == "train" else None
-            if resumed_at is not None:
+            start = _resume_start(run_dir)
+            resumed_at = done.get("resumed_at") if action == "extend" else None
+            if start is not None and start > (recorded if action == "extend" else 0):
                 logger.info("Resuming %s seed %d at iteration %d (an earlier invocation stopped); the "
-                            "record's time covers this invocation only", label, seed, resumed_at)
+                            "record's time leaves that invocation out", label, seed, start)
+                resumed_at = start if resumed_at is None else resumed_at
             try:
                 seconds = _train(path, run_opts, run_dir)
             except TrainingDiverged as e:
@@ -631,8 +633,9 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
     ``iteration: AP`` (``iteration: AP / mask AP`` with masks) (the iteration as Detectron2 logs it: the 0-based index of the step just
     done for a periodic evaluation, the run's length for the final one) | last step (AP of the
     last evaluation minus the one before; a clearly positive step means AP was still climbing) |
-    s/iter | minutes (the run's recorded training and evaluation time; "from N" when it
-    covers only the invocation that resumed a stopped one at iteration N). A missing or NaN value
+    s/iter | minutes (the run's recorded training and evaluation time; "resumed at N" when an
+    invocation stopped and the next resumed it at iteration N: the stopped one's time is not
+    counted). A missing or NaN value
     shows as ``-`` (e.g. an absent class, or an evaluation with no detection above the score
     threshold, for which Detectron2's COCOEvaluator returns NaN AP).
 
@@ -667,7 +670,7 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
             cells += [", ".join(shown) or "-", num(step, "+.2f"),
                       num(r.get("sec_per_iter")),
                       num(None if r.get("seconds") is None else r["seconds"] / 60, ".1f")
-                      + ("" if r.get("resumed_at") is None else f" (from {r['resumed_at']})")]
+                      + ("" if r.get("resumed_at") is None else f" (resumed at {r['resumed_at']})")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
