@@ -266,3 +266,16 @@ def test_a_run_folder_moved_elsewhere_is_the_same_run(tmp_path):
     assert _plan_run(cfg(here), legacy, str(here)) == ("reuse", None)
     with pytest.raises(ValueError, match="holds a finished run of another config"):
         _plan_run(cfg(there), legacy, str(there))
+
+
+def test_resume_start_reads_the_last_checkpoint(tmp_path):
+    """The iteration at which train_net.py --resume goes on: the checkpoint that last_checkpoint
+    names, its iteration + 1 (Detectron2's resume_or_load); None without a checkpoint."""
+    from rwdet.analysis.compare_backbones import _resume_start
+
+    assert _resume_start(str(tmp_path)) is None
+    torch.save({"model": {}, "iteration": 399}, tmp_path / "model_0000399.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000399.pth")
+    assert _resume_start(str(tmp_path)) == 400
+    (tmp_path / "last_checkpoint").write_text("model_0000499.pth")  # named but missing
+    assert _resume_start(str(tmp_path)) is None
