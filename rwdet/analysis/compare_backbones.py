@@ -388,7 +388,7 @@ def run_comparison(
     records = []
     for path, label, seed, run_dir, run_opts, cfg, done, action, recorded in plans:
         diverged_at = done.get("diverged_at") if action == "reuse" else None
-        resumed_at = done.get("resumed_at") if action == "reuse" else None
+        resumed_at = done.get("resumed_at") if done else None  # kept from a reused or extended record
         if action == "reuse":
             seconds = done.get("seconds")
             logger.info("Reusing %s seed %d (%s)%s", label, seed, run_dir,
@@ -400,7 +400,6 @@ def run_comparison(
             else:
                 logger.info("Training %s seed %d -> %s", label, seed, run_dir)
             start = _resume_start(run_dir)
-            resumed_at = done.get("resumed_at") if action == "extend" else None
             if start is not None and start > (recorded if action == "extend" else 0):
                 logger.info("Resuming %s seed %d at iteration %d (an earlier invocation stopped); the "
                             "record's time leaves that invocation out", label, seed, start)
@@ -635,9 +634,9 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
     last evaluation minus the one before; a clearly positive step means AP was still climbing) |
     s/iter | minutes (the run's recorded training and evaluation time; "resumed at N" when an
     invocation stopped and the next resumed it at iteration N: the stopped one's time is not
-    counted). A missing or NaN value
-    shows as ``-`` (e.g. an absent class, or an evaluation with no detection above the score
-    threshold, for which Detectron2's COCOEvaluator returns NaN AP).
+    counted). A missing or NaN value shows as ``-`` (e.g. an absent class, or an evaluation
+    with no detection above the score threshold, for which Detectron2's COCOEvaluator returns
+    NaN AP).
 
     Args:
         records: from :func:`run_comparison`, in their order; a diverged run gets one row that
