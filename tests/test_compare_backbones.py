@@ -268,14 +268,33 @@ def test_a_run_folder_moved_elsewhere_is_the_same_run(tmp_path):
         _plan_run(cfg(there), legacy, str(there))
 
 
-def test_resume_start_reads_the_last_checkpoint(tmp_path):
-    """The iteration at which train_net.py --resume goes on: the checkpoint that last_checkpoint
-    names, its iteration + 1 (Detectron2's resume_or_load); None without a checkpoint."""
+def test_resume_start_is_where_the_checkpointer_resumes(tmp_path):
+    """The iteration at which train_net.py --resume goes on: the checkpoint's iteration + 1
+    (Detectron2's resume_or_load), from the file AtomicCheckpointer resumes from: the tagged one,
+    or the newest other when the tagged one is truncated or removed; None without a checkpoint."""
     from rwdet.analysis.compare_backbones import _resume_start
+    from rwdet.engine.checkpoint import AtomicCheckpointer, CheckpointReadError
+
+    model = torch.nn.Linear(2, 2)
+
+    def resumed_at():  # where the checkpointer itself goes on, as DefaultTrainer.resume_or_load
+        loaded = AtomicCheckpointer(model, save_dir=str(tmp_path)).resume_or_load("", resume=True)
+        return loaded["iteration"] + 1
 
     assert _resume_start(str(tmp_path)) is None
-    torch.save({"model": {}, "iteration": 399}, tmp_path / "model_0000399.pth")
+    for it in (199, 399, 499):
+        torch.save({"model": model.state_dict(), "iteration": it}, tmp_path / f"model_{it:07d}.pth")
+        os.utime(tmp_path / f"model_{it:07d}.pth", (it, it))  # mtime order: the fallback takes the newest
     (tmp_path / "last_checkpoint").write_text("model_0000399.pth")
-    assert _resume_start(str(tmp_path)) == 400
-    (tmp_path / "last_checkpoint").write_text("model_0000499.pth")  # named but missing
+    assert _resume_start(str(tmp_path)) == resumed_at() == 400  # the tagged one, not the newest
+    full = (tmp_path / "model_0000399.pth").read_bytes()
+    (tmp_path / "model_0000399.pth").write_bytes(full[: len(full) // 2])  # truncated
+    assert _resume_start(str(tmp_path)) == resumed_at() == 500
+    (tmp_path / "model_0000499.pth").unlink()
+    (tmp_path / "last_checkpoint").write_text("model_0000499.pth")  # names a removed file
+    assert _resume_start(str(tmp_path)) == resumed_at() == 200
+    (tmp_path / "model_0000199.pth").unlink()
+    (tmp_path / "model_0000399.pth").unlink()
     assert _resume_start(str(tmp_path)) is None
+    with pytest.raises(CheckpointReadError, match="model_0000499.pth not found"):
+        resumed_at()

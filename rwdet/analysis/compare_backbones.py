@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from ..config import is_randwire, randwire_graph_specs
+from ..engine.checkpoint import resume_candidates
 from ..engine.defaults import load_config
 from ..graphs import format_setting
 from ..utils.io import atomic_write
@@ -441,16 +442,18 @@ def _recorded_max_iter(done: dict, run_dir: str) -> int:
 
 
 def _last_checkpoint(run_dir: str) -> Optional[dict]:
-    """The checkpoint named by the run's ``last_checkpoint`` file (Detectron2's Checkpointer),
-    memory-mapped, or None when there is none."""
-    tag = os.path.join(run_dir, "last_checkpoint")
-    if not os.path.isfile(tag):
-        return None
-    with open(tag) as f:
-        path = os.path.join(run_dir, f.read().strip())
-    if not os.path.isfile(path):
-        return None
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    """The checkpoint that ``train_net.py --resume`` goes on from in ``run_dir``, memory-mapped:
+    the first of :func:`rwdet.engine.checkpoint.resume_candidates` that exists and reads (the
+    tagged one, or the newest other when that is truncated or removed, as the checkpointer
+    falls back); None when none does."""
+    for path in resume_candidates(run_dir):
+        if not os.path.isfile(path):
+            continue
+        try:
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        except Exception as e:  # truncated or not a checkpoint: the checkpointer skips it too
+            logger.warning("Skipping %s, which does not read as a checkpoint (%s: %s)", path, type(e).__name__, e)
+    return None
 
 
 def _resumes_exactly(run_dir: str) -> bool:

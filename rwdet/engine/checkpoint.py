@@ -17,6 +17,7 @@ from ..utils.io import atomic_write
 from .transfer import classifier_to_detector_state, is_pretraining_checkpoint
 
 __all__ = ["AtomicCheckpointer", "CheckpointReadError", "GraphSpecRecord", "IncompleteCheckpointError",
+           "resume_candidates",
            "load_for_inference"]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,29 @@ def _unloaded_message(path: str, incompatible, n_model: int) -> str:
     return (f"checkpoint {path} does not fit the model: {len(parts)} of {n_model} parameters and buffers "
             f"would be left unloaded ({'; '.join(parts)}). Likely cause: {'; or '.join(causes)}. "
             "Refused before the model is used.")
+
+
+def resume_candidates(save_dir: str) -> List[str]:
+    """The checkpoints that ``--resume`` tries in a run folder, in order: the one named by its
+    ``last_checkpoint`` tag (fvcore's ``Checkpointer``), then every other ``*.pth`` of the folder,
+    newest (mtime) first. :meth:`AtomicCheckpointer.resume_or_load` resumes from the first that
+    exists and reads; ``tools/compare_backbones.py`` follows the same order to tell where a
+    stopped run goes on.
+
+    Args:
+        save_dir: the run folder (``OUTPUT_DIR``).
+
+    Returns:
+        Paths, possibly of missing files (a tag naming a removed file); ``[]`` without a tag,
+        where ``--resume`` starts from iteration 0.
+    """
+    tag = os.path.join(save_dir, "last_checkpoint")
+    if not os.path.isfile(tag):
+        return []
+    with open(tag) as f:
+        tagged = os.path.join(save_dir, f.read().strip())
+    others = [p for p in glob.glob(os.path.join(glob.escape(save_dir), "*.pth")) if p != tagged]
+    return [tagged] + sorted(others, key=lambda p: (os.path.getmtime(p), p), reverse=True)
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -201,12 +225,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
             return self._resume()
 
     def _resume(self) -> Dict[str, Any]:
-        """The loop of :meth:`resume_or_load` over ``save_dir``'s checkpoints, newest first."""
-        tagged = self.get_checkpoint_file()
-        others = [p for p in glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if p != tagged]
-        candidates = [tagged] + sorted(others, key=lambda p: (os.path.getmtime(p), p), reverse=True)
+        """The loop of :meth:`resume_or_load` over :func:`resume_candidates`."""
         errors = []
-        for candidate in candidates:
+        for candidate in resume_candidates(self.save_dir):
+            if not os.path.isfile(candidate):  # a tag naming a removed file: fvcore would assert
+                errors.append(f"{candidate} not found")
+                continue
             try:
                 loaded = self.load(candidate)
             except CheckpointReadError as e:
