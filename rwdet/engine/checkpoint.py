@@ -207,7 +207,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """fvcore's ``resume_or_load``, with a fallback: on ``resume``, when the checkpoint named
-        by ``last_checkpoint`` cannot be read (truncated, corrupt), the newest other
+        by ``last_checkpoint`` cannot be read (truncated, corrupt, removed), the newest other
         ``*.pth`` of ``save_dir`` that loads is used instead, with a warning. A checkpoint
         refused for other graphs is not skipped (ValueError). Resuming requires a complete
         checkpoint (``require_complete``); loading ``path`` when not resuming follows
