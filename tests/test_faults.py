@@ -398,8 +398,11 @@ def test_pretraining_kill9_in_save_and_in_training_then_resume(tmp_path):
     rc, log = _tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "200"],
                     kill_when=_saved(out, "model_0000005.pth"))
     assert rc == -signal.SIGKILL, log[-3000:]
-    assert "a temporary file left by an interrupted write" in log and not list(out.glob("*.tmp.*"))
+    # the first kill's leftover is removed; iterations of 16 images are short, so on a loaded
+    # machine the kill can land after a later save, or inside one (a new leftover)
+    assert "a temporary file left by an interrupted write" in log and not list(out.glob("model_0000003.pth.tmp.*"))
     assert "starting at iteration 2" in log
-    log = _ok(*_tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "8"]))
-    assert "starting at iteration 6" in log
-    assert json.loads((out / "eval_results.json").read_text())["iterations"] == 8
+    start = int((out / "last_checkpoint").read_text()[len("model_"):-len(".pth")]) + 1  # 6 unless late
+    log = _ok(*_tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", str(start + 2)]))
+    assert f"starting at iteration {start}" in log and not list(out.glob("*.tmp.*"))
+    assert json.loads((out / "eval_results.json").read_text())["iterations"] == start + 2
