@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -275,50 +274,48 @@ def test_nan_stops_training_and_keeps_checkpoints(tmp_path):
 
 # --------------------------------------------------------------------------- kill -9, subprocesses
 
-# Runs a tool with torch.save patched to write a few bytes then SIGKILL its own process at the
-# N-th save: a real kill -9 in the middle of a checkpoint write.
-_KILL_AT_SAVE = """
+# Runs a tool with a kill -9 of its own process at a set moment:
+# - KILL_AT_SAVE=N: at the N-th torch.save, after a few bytes are written (a kill in the middle
+#   of a checkpoint write);
+# - KILL_AFTER_TAG=NAME: as soon as last_checkpoint names NAME (a kill during training, the
+#   checkpoint and its tag both written). In the process itself, so no watcher polling the run
+#   folder can come late on a loaded machine.
+_KILL_HOOK = """
 import os, runpy, signal, sys, torch
-n, calls, save = int(os.environ["KILL_AT_SAVE"]), [0], torch.save
-def killing_save(obj, f, *args, **kwargs):
-    calls[0] += 1
-    if calls[0] == n:
-        f.write(b"partial"); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
-    return save(obj, f, *args, **kwargs)
-torch.save = killing_save
+from rwdet.engine.checkpoint import AtomicCheckpointer
+if "KILL_AT_SAVE" in os.environ:
+    n, calls, save = int(os.environ["KILL_AT_SAVE"]), [0], torch.save
+    def killing_save(obj, f, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            f.write(b"partial"); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, f, *args, **kwargs)
+    torch.save = killing_save
+if "KILL_AFTER_TAG" in os.environ:
+    tag = AtomicCheckpointer.tag_last_checkpoint
+    def killing_tag(self, name):
+        tag(self, name)
+        if name == os.environ["KILL_AFTER_TAG"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+    AtomicCheckpointer.tag_last_checkpoint = killing_tag
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _saved(out, name):
-    """A ``kill_when`` condition: the checkpoint ``name`` is saved and ``last_checkpoint`` names
-    it (both written; a kill between the two writes would leave the older name)."""
-    def done():
-        try:
-            return (out / "last_checkpoint").read_text() == name
-        except OSError:
-            return False
-    return done
-
-
-def _tool(tool, args, kill_at_save=None, kill_when=None, timeout=400):
-    """Run tools/<tool>; return (returncode, stdout + stderr). ``kill_when``: a condition (a
-    callable) whose truth makes the test SIGKILL the process (a kill during training)."""
+def _tool(tool, args, kill_at_save=None, kill_after_tag=None, timeout=400):
+    """Run tools/<tool>; return (returncode, stdout + stderr). ``kill_at_save`` (N) and
+    ``kill_after_tag`` (a checkpoint's file name): the kills of ``_KILL_HOOK``."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, str(REPO / "tools" / tool), *args]
-    if kill_at_save:
-        env["KILL_AT_SAVE"] = str(kill_at_save)
-        cmd = [sys.executable, "-c", _KILL_AT_SAVE, *cmd[1:]]
+    kills = {"KILL_AT_SAVE": kill_at_save, "KILL_AFTER_TAG": kill_after_tag}
+    kills = {k: str(v) for k, v in kills.items() if v}
+    if kills:
+        env.update(kills)
+        cmd = [sys.executable, "-c", _KILL_HOOK, *cmd[1:]]
     with open(os.devnull, "rb") as stdin, subprocess.Popen(
         cmd, cwd=REPO, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
-        if kill_when is not None:
-            deadline = time.time() + timeout
-            while not kill_when() and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
 
@@ -370,7 +367,7 @@ def test_detection_kill9_in_save_and_in_training_then_resume(det_run_killed_in_s
     full = (out / "model_0000003.pth").read_bytes()
     (out / "model_0000003.pth").write_bytes(full[: len(full) // 2])
     rc, log = _tool("train_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "50"],
-                    kill_when=_saved(out, "model_0000005.pth"))
+                    kill_after_tag="model_0000005.pth")
     assert rc == -signal.SIGKILL, log[-3000:]  # killed during training, after iteration 5's save
     assert "a temporary file left by an interrupted write" in log and "model_final.pth.tmp." in log
     assert "Resuming from" in log and "model_0000001.pth instead" in log and "model_0000003.pth" in log
@@ -396,13 +393,10 @@ def test_pretraining_kill9_in_save_and_in_training_then_resume(tmp_path):
                                         "MODEL.RANDWIRE.SEEDS", "[4, 5, 6]"])
     assert rc != 0 and "different random graphs" in log and folder_hash(out) == before
     rc, log = _tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "200"],
-                    kill_when=_saved(out, "model_0000005.pth"))
+                    kill_after_tag="model_0000005.pth")
     assert rc == -signal.SIGKILL, log[-3000:]
-    # the first kill's leftover is removed; iterations of 16 images are short, so on a loaded
-    # machine the kill can land after a later save, or inside one (a new leftover)
-    assert "a temporary file left by an interrupted write" in log and not list(out.glob("model_0000003.pth.tmp.*"))
+    assert "a temporary file left by an interrupted write" in log and not list(out.glob("*.tmp.*"))
     assert "starting at iteration 2" in log
-    start = int((out / "last_checkpoint").read_text()[len("model_"):-len(".pth")]) + 1  # 6 unless late
-    log = _ok(*_tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", str(start + 2)]))
-    assert f"starting at iteration {start}" in log and not list(out.glob("*.tmp.*"))
-    assert json.loads((out / "eval_results.json").read_text())["iterations"] == start + 2
+    log = _ok(*_tool("pretrain_net.py", [*common[:2], "--resume", *common[2:], "SOLVER.MAX_ITER", "8"]))
+    assert "starting at iteration 6" in log
+    assert json.loads((out / "eval_results.json").read_text())["iterations"] == 8
