@@ -4,7 +4,26 @@ torch, torchvision and detectron2 are installed by tools/setup.sh (pinned, and d
 a wheel or a user's own build), so they are not pip requirements here.
 """
 
+import os
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithConfigs(build_py):
+    """``build_py`` that also ships configs/ as package data in rwdet/model_zoo/configs (the
+    place ``rwdet.model_zoo.get_config_file`` looks first), as Detectron2's setup.py puts its
+    configs inside detectron2/model_zoo: a wheel then holds every YAML and Python config."""
+
+    def run(self):
+        super().run()
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+        target = os.path.join(self.build_lib, "rwdet", "model_zoo", "configs")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=lambda folder, names: [
+            n for n in names if not os.path.isdir(os.path.join(folder, n)) and not n.endswith((".yaml", ".py"))])
+
 
 setup(
     name="rwdet",
@@ -15,6 +34,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["rwdet", "rwdet.*"]),
+    cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         "networkx>=2.6",
         "fvcore>=0.1.5",

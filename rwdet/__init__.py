@@ -7,7 +7,7 @@ The package's layers, each importing only from those before it: ``graphs`` (rand
 ``modeling`` (RandWire stages, classifier, backbones) -> ``data`` (datasets) -> ``engine``
 (detection trainer, checkpointing, run set-up) -> ``deploy`` (export, ONNX Runtime / OpenVINO
 serving) -> ``classification`` (pretraining) ->
-``analysis`` (the paper's analyses) -> ``tools/``; ``utils`` (atomic file writes) sits at the
+``analysis`` (the paper's analyses) -> ``model_zoo`` (the shipped configs) -> ``tools/``; ``utils`` (atomic file writes) sits at the
 bottom, as ``detectron2.utils``.
 """
 
@@ -22,8 +22,10 @@ def ignore_dependency_warnings() -> None:
 
     * torch >= 2.10 reports each ``torch.jit.script`` decoration that importing detectron2
       makes with a FutureWarning (torch/jit/_script.py);
-    * detectron2.model_zoo (Detectron2's R50-FPN configs, read by the benchmark) imports
-      pkg_resources, which setuptools >= 81 reports with a UserWarning at that import;
+    * detectron2.model_zoo (Detectron2's R50-FPN configs, read by the benchmark, and its common
+      LazyConfig pieces, imported by rwdet's Python configs through detectron2.config.lazy's
+      import hook) imports pkg_resources, which setuptools >= 81 reports with a UserWarning at
+      that import;
     * Detectron2's anchor generator (modeling/anchor_generator.py, _create_grid_offsets) calls
       torch.meshgrid without ``indexing``, which torch reports once, at the first training step
       (from torch/functional.py); its default ("ij") is what Detectron2 means;
@@ -38,7 +40,7 @@ def ignore_dependency_warnings() -> None:
     )
     warnings.filterwarnings(
         "ignore", message=r"pkg_resources is deprecated as an API",
-        category=UserWarning, module=r"detectron2\.model_zoo\.model_zoo",
+        category=UserWarning, module=r"detectron2\.(model_zoo\.model_zoo|config\.lazy)",
     )
     warnings.filterwarnings(
         "ignore", message=r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing argument",

@@ -15,7 +15,7 @@ from .graphs import GRAPH_MODELS, GraphSpec, generate_graph
 
 __all__ = [
     "REGIMES", "add_randwire_config", "add_randwire_model_config", "backbone_freeze_at", "is_randwire", "regime_of",
-    "randwire_graph_specs", "randwire_stage_specs", "freeze_graph_specs",
+    "randwire_graph_specs", "randwire_stage_specs", "freeze_graph_specs", "generate_stage_graphs",
     "CPU_FALLBACK_ENV", "default_device", "merge_config", "CONFIG_KEY", "split_trailing_overrides",
 ]
 
@@ -134,13 +134,15 @@ def add_randwire_model_config(cfg: CN) -> CN:
 def add_randwire_config(cfg: CN) -> CN:
     """Add rwdet's detection keys to a Detectron2 config (in place) and return it: the
     MODEL.RANDWIRE body keys (:func:`add_randwire_model_config`), the detector's own RandWire
-    keys, TEST.FOLD_BN and MODEL.DEPLOY.* (``rwdet.deploy``); each key is described on its line. The dataset keys (DATASETS.*)
+    keys, SOLVER.CHECKPOINT_ON_SIGNALS (``rwdet.engine.preemption``), TEST.FOLD_BN and
+    MODEL.DEPLOY.* (``rwdet.deploy``); each key is described on its line. The dataset keys (DATASETS.*)
     are ``rwdet.data``'s (``rwdet.data.add_dataset_config``).
     """
     add_randwire_model_config(cfg)
     rw = cfg.MODEL.RANDWIRE
     rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages the backbone returns, from stem, res2..res5
     rw.PRETRAINED_GRAPHS = "check"  # MODEL.WEIGHTS from pretraining with other graphs: "check" refuses it, "adopt" builds with its graphs
+    cfg.SOLVER.CHECKPOINT_ON_SIGNALS = ("SIGTERM",)  # signals that save a checkpoint at the current iteration and stop the run (a scheduler's preemption; add "SIGUSR1" for SLURM's --signal); () = off
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     cfg.MODEL.DEPLOY = CN()
     cfg.MODEL.DEPLOY.PAD_CHANNELS = 0  # deploy rewrite: RandWire widths rounded up to a multiple of this with zero filters (same outputs; 16 = AVX-512 f32 block, docs/SPEED.md "Exact rewrites"); 0: off
@@ -190,6 +192,50 @@ def backbone_freeze_at(cfg: CN) -> int:
     return value
 
 
+def generate_stage_graphs(graph_model: str, regime: str, seeds: Sequence[int], nodes: int = 32,
+                          **params) -> List[GraphSpec]:
+    """The graph of each random stage from plain arguments, as the MODEL.RANDWIRE keys give them
+    in YAML (for LazyConfig: ``L(RandWire)(specs=L(generate_stage_graphs)(graph_model="WS",
+    regime="regular", seeds=[1, 2, 3, 4], nodes=32, k=4, p=0.75), ...)``).
+
+    Paper sec. 3.3 and table 1: one graph per random stage (res3..res5 in the small regime,
+    res2..res5 in the regular one), N nodes each, N/2 in the regular regime's res2.
+
+    Args:
+        graph_model: "ER", "BA" or "WS" (any case).
+        regime: "small" or "regular".
+        seeds: one graph seed per random stage.
+        nodes: N.
+        **params: the generator's parameters by their key names in any case (``p`` for ER,
+            ``m`` for BA, ``k`` and ``p`` for WS).
+
+    Returns:
+        list[GraphSpec]: 3 (small) or 4 (regular) specs, res2/res3 first.
+
+    Raises:
+        ValueError: an unknown graph model or regime, a seed count other than the regime's
+            number of random stages, or missing / invalid generator parameters.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is unknown; allowed: {sorted(REGIMES)}")
+    stages = REGIMES[regime]
+    if len(seeds) != len(stages):
+        raise ValueError(f"seeds={list(seeds)} has {len(seeds)} seeds, but the {regime} regime has "
+                         f"{len(stages)} random stages {list(stages)}: give one seed each")
+    model = str(graph_model).upper()
+    if model not in GRAPH_MODELS:
+        raise ValueError(f"graph_model={graph_model!r} is unknown; allowed: {sorted(GRAPH_MODELS)}")
+    given = {k.upper(): v for k, v in params.items()}
+    missing = [k for k in GRAPH_MODELS[model] if k not in given]
+    extra = sorted(set(given) - set(GRAPH_MODELS[model]))
+    if missing or extra:
+        raise ValueError(f"{model} takes the parameters {list(GRAPH_MODELS[model])}; missing {missing}, "
+                         f"not taken {extra}")
+    return [generate_graph(model, {k: given[k] for k in GRAPH_MODELS[model]},
+                           nodes // 2 if name == "res2" else nodes, int(seed))
+            for name, seed in zip(stages, seeds)]
+
+
 def _generated_specs(cfg: CN) -> List[GraphSpec]:
     rw = cfg.MODEL.RANDWIRE
     if rw.REGIME not in REGIMES:
@@ -205,12 +251,8 @@ def _generated_specs(cfg: CN) -> List[GraphSpec]:
         raise ValueError(
             f"MODEL.RANDWIRE.GRAPH_MODEL={rw.GRAPH_MODEL!r} is unknown; allowed: {sorted(GRAPH_MODELS)}"
         )
-    params = {k: rw.get(k) for k in GRAPH_MODELS[model]}
-    specs = []
-    for name, seed in zip(stages, rw.SEEDS):
-        n = rw.NODES // 2 if name == "res2" else rw.NODES
-        specs.append(generate_graph(model, params, n, int(seed)))
-    return specs
+    return generate_stage_graphs(model, rw.REGIME, list(rw.SEEDS), rw.NODES,
+                                 **{k: rw.get(k) for k in GRAPH_MODELS[model]})
 
 
 def randwire_graph_specs(cfg: CN) -> List[GraphSpec]:

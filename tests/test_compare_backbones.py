@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch
 
 from conftest import write_mini_coco
 from rwdet.analysis.compare_backbones import check_same_setup, format_markdown, format_runs_markdown, summarize
+from rwdet.analysis.initialization import file_sha256
 from rwdet.engine.defaults import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +46,7 @@ def test_setup_differences_are_refused_before_training():
         check_same_setup({"a.yaml": a, "b.yaml": load_config(TINY_R18, test + ["MODEL.RESNETS.NORM", "FrozenBN"])})
     with pytest.raises(ValueError, match="DATASETS.TEST is empty"):
         check_same_setup({"a.yaml": load_config(TINY_RW, ["DATASETS.TEST", "()"])})
-    with pytest.raises(ValueError, match="MODEL.WEIGHTS='w.pth'.*from scratch"):
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS='w.pth' does not exist: pretrain it first"):
         check_same_setup({"a.yaml": load_config(TINY_RW, test + ["MODEL.WEIGHTS", "w.pth"])})
 
 
@@ -298,3 +301,75 @@ def test_resume_start_is_where_the_checkpointer_resumes(tmp_path):
     assert _resume_start(str(tmp_path)) is None
     with pytest.raises(CheckpointReadError, match="model_0000499.pth not found"):
         resumed_at()
+
+
+def _pretrain(out, arch, iters=2):
+    """A pretraining checkpoint of ``arch`` (tiny Fashion-MNIST recipe; RandWire keys of
+    tiny_bccd.yaml, so each loads into its tiny detector). Returns its path."""
+    from rwdet.classification.config import load_cls_config
+    from rwdet.classification.trainer import ClassificationTrainer
+
+    cfg = load_cls_config(str(REPO / "tests" / "configs" / "tiny_fashion_mnist.yaml"),
+                          ["MODEL.ARCH", arch, "SOLVER.MAX_ITER", str(iters), "SOLVER.IMS_PER_BATCH", "16",
+                           "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(out)])
+    trainer = ClassificationTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return out / "model_final.pth"
+
+
+def _finetune_config(folder, base, weights, norm_key) -> str:
+    """A config beside nothing else: ``base`` fine-tuned from ``weights`` (Detectron2's recipe)."""
+    path = folder / f"{Path(base).stem}_pretrained.yaml"
+    path.write_text(f'_BASE_: "{base}"\nMODEL:\n  WEIGHTS: "{weights}"\n  BACKBONE:\n    FREEZE_AT: 2\n'
+                    f'  {norm_key}:\n    NORM: "FrozenBN"\n')
+    return str(path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist")
+                    and not os.environ.get("RWDET_REQUIRE_FASHION_MNIST"), reason="Fashion-MNIST not installed")
+def test_transfer_grid_backbone_by_initialisation(bccd_root, tmp_path):
+    rw_ckpt, r18_ckpt = _pretrain(tmp_path / "pre_rw", "randwire"), _pretrain(tmp_path / "pre_r18", "resnet18")
+    rw_pre = _finetune_config(tmp_path, TINY_RW, rw_ckpt, "RANDWIRE")
+    r18_pre = _finetune_config(tmp_path, TINY_R18, r18_ckpt, "RESNETS")
+    test = ["DATASETS.TEST", "('bccd_test',)"]
+    # Groups are checked apart: the pretrained pair may differ in its checkpoints, and from the
+    # scratch pair in freezing and norm too; inside a group freezing must agree.
+    inits = check_same_setup({p: load_config(p, test) for p in (TINY_RW, TINY_R18, rw_pre, r18_pre)})
+    assert [inits[p]["kind"] for p in (TINY_RW, rw_pre)] == ["scratch", "pretrained"]
+    assert inits[r18_pre]["arch"] == "resnet18" and inits[r18_pre]["iterations"] == 2
+    with pytest.raises(ValueError, match=r"differ outside the backbone in 1 key\(s\): MODEL.BACKBONE.FREEZE_AT: 2 vs 3"):
+        check_same_setup({rw_pre: load_config(rw_pre, test),
+                          r18_pre: load_config(r18_pre, test + ["MODEL.BACKBONE.FREEZE_AT", "3"])})
+    longer = _pretrain(tmp_path / "pre_r18_longer", "resnet18", iters=3)
+    with pytest.raises(ValueError, match=r"were trained differently: SOLVER, iterations \(2 vs 3\) differ"):
+        check_same_setup({rw_pre: load_config(rw_pre, test), r18_pre: load_config(r18_pre, test + ["MODEL.WEIGHTS", str(longer)])})
+    with pytest.raises(ValueError, match="not an rwdet pretraining checkpoint"):
+        detector = tmp_path / "detector.pth"
+        torch.save({"model": {}}, detector)
+        check_same_setup({rw_pre: load_config(rw_pre, test + ["MODEL.WEIGHTS", str(detector)])})
+
+    out = tmp_path / "grid"
+    opts = ["DATASETS.BCCD_ROOT", str(bccd_root), "SOLVER.MAX_ITER", "2", *test]
+    proc = run_tool("--configs", TINY_RW, TINY_R18, rw_pre, r18_pre, "--seeds", "1", "--output-dir", str(out), *opts)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {(r["backbone"], r["init"]) for r in json.loads((out / "results.json").read_text())["backbones"]}
+    assert rows == {("RandWire-WS(4, 0.75) small C=16", "scratch"), ("ResNet-18", "scratch"),
+                    ("RandWire-WS(4, 0.75) small C=16", "fashion_mnist, 2 it"), ("ResNet-18", "fashion_mnist, 2 it")}
+    md = (out / "results.md").read_text()
+    assert "| backbone | init | config |" in md and "| ResNet-18 | fashion_mnist, 2 it | 1 |" in md.split("Per run:")[1]
+    for name in (Path(rw_pre).stem, Path(r18_pre).stem):  # every backbone tensor came from the checkpoint
+        log = (out / name / "seed1" / "train_net.log").read_text()
+        assert re.search(r"backbone from .*: (\d+) of \1 backbone tensors matched, 0 missing", log), name
+    record = json.loads((out / Path(r18_pre).stem / "seed1" / "compare_run.json").read_text())
+    assert record["weights_sha256"] == file_sha256(str(r18_ckpt))
+    # Checkpoints pretrained differently are refused; a changed checkpoint is not the one the
+    # finished run started from: refused too. Nothing trains.
+    shutil.copy(longer, r18_ckpt)
+    proc = run_tool("--configs", rw_pre, r18_pre, "--seeds", "1", "--output-dir", str(out), *opts)
+    assert proc.returncode != 0 and "were trained differently" in proc.stderr
+    shutil.copy(_pretrain(tmp_path / "pre_rw3", "randwire", iters=3), rw_ckpt)
+    before = sorted(p.name for p in (out / Path(rw_pre).stem / "seed1").iterdir())
+    proc = run_tool("--configs", rw_pre, r18_pre, "--seeds", "1", "--output-dir", str(out), *opts)
+    assert proc.returncode != 0 and "the checkpoint changed since" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in (out / Path(rw_pre).stem / "seed1").iterdir()) == before

@@ -1,4 +1,4 @@
-"""Tests for rwdet.data.datasets on the real BCCD dataset (CPU, a few seconds).
+"""Tests for rwdet.data (VOC, VIA, COCO json loaders) on the real BCCD dataset (CPU, a few seconds).
 
 BCCD is looked up at $RWDET_BCCD_ROOT, else at <repo>/../shared/datasets/bccd; the
 tests that need it are skipped with a clear reason when it is absent.

@@ -13,6 +13,15 @@ Fairness is checked before any training: the configs must agree on every key exc
 backbone's own (MODEL.BACKBONE.NAME, MODEL.RANDWIRE.*, MODEL.RESNETS.*, OUTPUT_DIR), i.e. the
 same heads, data, input size, schedule, freezing (MODEL.BACKBONE.FREEZE_AT) and initialisation
 (MODEL.WEIGHTS), and their backbones must use the same norm.
+
+Transfer (backbone x initialisation; He et al., "Rethinking ImageNet Pre-training", ICCV 2019):
+configs whose MODEL.WEIGHTS names an rwdet pretraining checkpoint form the pretrained group, the
+others the from-scratch group. Each group is checked as above (in the pretrained group each
+backbone has its own checkpoint); between the groups the initialisation keys
+(:data:`~rwdet.analysis.initialization.INIT_KEYS`) and the backbone norm may differ too (the
+fine-tuning recipe: e.g. FrozenBN and FREEZE_AT 2); the checkpoints must come from one
+pretraining recipe (:func:`~rwdet.analysis.initialization.check_same_pretraining`). A run's
+record holds its checkpoint's SHA-256: a run whose checkpoint has changed is not reused.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from ..engine.defaults import load_config
 from ..graphs import format_setting
 from ..utils.io import atomic_write
 from .flops import count_detector
+from .initialization import INIT_KEYS, check_same_pretraining, describe_init, init_label
 
 __all__ = [
     "BACKBONE_KEYS",
@@ -93,41 +103,58 @@ def backbone_label(cfg) -> str:
     return str(cfg.MODEL.BACKBONE.NAME)
 
 
-def check_same_setup(cfgs: Dict[str, object]) -> None:
-    """Refuse configs that would compare more than their backbones.
+def check_same_setup(cfgs: Dict[str, object]) -> Dict[str, dict]:
+    """Refuse configs that would compare more than their backbones (and, in a transfer
+    comparison, their initialisations; see the module docstring).
 
     Args:
         cfgs: ``{config path: loaded detection config}``, at least one.
 
+    Returns:
+        ``{config path: describe_init(cfg)}``, each config's initialisation.
+
     Raises:
-        ValueError: two configs differ in a key outside :data:`BACKBONE_KEYS` (the message
-            lists up to 10 such keys with both values), their backbone norms differ, a config
-            has no test dataset, or MODEL.WEIGHTS is set (the comparison is from scratch).
+        ValueError: two configs of one group (from scratch, or pretrained) differ in a key
+            outside :data:`BACKBONE_KEYS` (plus MODEL.WEIGHTS in the pretrained group), or
+            configs of the two groups outside those and :data:`INIT_KEYS` (the message lists up
+            to 10 such keys with both values); the backbone norms of a group differ; a config
+            has no test dataset; MODEL.WEIGHTS is not an rwdet pretraining checkpoint; or the
+            checkpoints were pretrained differently.
+        FileNotFoundError: MODEL.WEIGHTS names no file.
     """
     items = list(cfgs.items())
     for path, cfg in items:
         if not cfg.DATASETS.TEST:
             raise ValueError(f"{path}: DATASETS.TEST is empty; the comparison needs a test set for AP")
-        if cfg.MODEL.WEIGHTS:
-            raise ValueError(
-                f"{path}: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r}; the comparison trains every backbone from "
-                "scratch (MODEL.WEIGHTS \"\"), so that no side has pretraining the other lacks"
-            )
+    inits = {path: describe_init(cfg) for path, cfg in items}
+    check_same_pretraining(inits)
+    for kind, allowed in (("scratch", BACKBONE_KEYS), ("pretrained", BACKBONE_KEYS + ("MODEL.WEIGHTS",))):
+        group = [(p, c) for p, c in items if inits[p]["kind"] == kind]
+        _check_pairs(group, allowed, norms=True)
+    _check_pairs(items, BACKBONE_KEYS + INIT_KEYS, norms=False)
+    return inits
+
+
+def _check_pairs(items, allowed: Tuple[str, ...], norms: bool) -> None:
+    """Each config of ``items`` against the first: no difference outside ``allowed`` (and, with
+    ``norms``, the same backbone norm)."""
+    if not items:
+        return
     ref_path, ref = items[0]
     ref_flat = _flatten(ref)
     for path, cfg in items[1:]:
         flat = _flatten(cfg)
         diff = sorted(
             k for k in set(ref_flat) | set(flat)
-            if not k.startswith(BACKBONE_KEYS) and ref_flat.get(k) != flat.get(k)
+            if not k.startswith(allowed) and ref_flat.get(k) != flat.get(k)
         )
         if diff:
             shown = "; ".join(f"{k}: {ref_flat.get(k)!r} vs {flat.get(k)!r}" for k in diff[:10])
             raise ValueError(
                 f"{ref_path} and {path} differ outside the backbone in {len(diff)} key(s): {shown}. "
-                f"Only {', '.join(BACKBONE_KEYS)} may differ; put the rest in a shared _BASE_"
+                f"Only {', '.join(allowed)} may differ; put the rest in a shared _BASE_"
             )
-        if backbone_norm(cfg) != backbone_norm(ref):
+        if norms and backbone_norm(cfg) != backbone_norm(ref):
             raise ValueError(
                 f"backbone norms differ: {ref_path} uses {backbone_norm(ref)!r}, {path} uses "
                 f"{backbone_norm(cfg)!r}; compare backbones with the same norm"
@@ -337,8 +364,10 @@ def run_comparison(
         opts: ``KEY VALUE`` overrides for every run (e.g. DATASETS.BCCD_ROOT, SOLVER.MAX_ITER).
 
     Returns:
-        records ``{"config", "backbone", "seed", "run_dir", "bbox", "sec_per_iter",
-        "evaluations", "seconds", "resumed_at", "reused", "diverged_at"}``; diverged_at is the iteration at
+        records ``{"config", "backbone", "init", "seed", "run_dir", "bbox", "sec_per_iter",
+        "evaluations", "seconds", "resumed_at", "reused", "diverged_at"}``; init is the config's
+        initialisation (:func:`~rwdet.analysis.initialization.describe_init` without the recipe);
+        diverged_at is the iteration at
         which a run's loss or predictions became NaN or infinite (Detectron2 stops it; its
         bbox is then empty and the comparison goes on), else None; seconds is the wall time of training and
         evaluation, as recorded by the invocations that trained the run (an extended run:
@@ -370,7 +399,7 @@ def run_comparison(
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path!r} does not exist")
     base = {path: load_config(path, opts) for path in config_files}
-    check_same_setup(base)
+    inits = check_same_setup(base)
     # Plan every run (reuse, extend or train) before training any, so that a refused run
     # refuses the whole command before it changes anything.
     plans = []
@@ -385,6 +414,7 @@ def run_comparison(
             if os.path.isfile(record_path):
                 with open(record_path) as f:
                     done = json.load(f)
+                _check_same_weights(done, inits[path], run_dir)
             plans.append((path, label, seed, run_dir, run_opts, cfg, done, *_plan_run(cfg, done, run_dir)))
     records = []
     for path, label, seed, run_dir, run_opts, cfg, done, action, recorded in plans:
@@ -412,6 +442,8 @@ def run_comparison(
                 seconds, diverged_at = e.seconds, e.iteration
             record = {"config": path, "opts": run_opts, "config_hash": _config_hash(cfg),
                       "max_iter": int(cfg.SOLVER.MAX_ITER), "seconds": seconds}
+            if inits[path]["kind"] == "pretrained":
+                record["weights_sha256"] = inits[path]["sha256"]
             if diverged_at is not None:
                 record["diverged_at"] = diverged_at
             if resumed_at is not None:
@@ -426,10 +458,22 @@ def run_comparison(
             result = read_run(run_dir, cfg.DATASETS.TEST[0])
         else:
             result = {"bbox": {}, "segm": {}, "sec_per_iter": math.nan, "evaluations": [], "segm_evaluations": []}
-        records.append({"config": path, "backbone": label, "seed": int(seed), "run_dir": run_dir,
+        init = {k: v for k, v in inits[path].items() if k != "recipe"}
+        records.append({"config": path, "backbone": label, "init": init, "seed": int(seed), "run_dir": run_dir,
                         "seconds": seconds, "resumed_at": resumed_at, "reused": action == "reuse",
                         "diverged_at": diverged_at, **result})
     return records
+
+
+def _check_same_weights(done: dict, init: dict, run_dir: str) -> None:
+    """Refuse to reuse or extend a finished run whose pretraining checkpoint (MODEL.WEIGHTS, the
+    same path) has changed since it was trained (its record's ``weights_sha256``)."""
+    recorded = done.get("weights_sha256")
+    if init["kind"] == "pretrained" and recorded is not None and recorded != init["sha256"]:
+        raise ValueError(
+            f"{run_dir} was trained from another {init['weights']} (SHA-256 {recorded[:12]}..., now "
+            f"{init['sha256'][:12]}...): the checkpoint changed since; remove that folder to train it "
+            "again from the current checkpoint, or restore the former one")
 
 
 def _recorded_max_iter(done: dict, run_dir: str) -> int:
@@ -557,7 +601,8 @@ def summarize(records: Sequence[dict], flops: Optional[Dict[str, dict]] = None) 
     """
     rows: Dict[str, dict] = {}
     for r in records:
-        row = rows.setdefault(r["config"], {"config": r["config"], "backbone": r["backbone"], "runs": []})
+        row = rows.setdefault(r["config"], {"config": r["config"], "backbone": r["backbone"],
+                                            "init": init_label(r.get("init") or {"kind": "scratch"}), "runs": []})
         row["runs"].append(r)
     out = []
     for row in rows.values():
@@ -596,6 +641,12 @@ def _mask_columns(metric_dicts) -> List[str]:
     return list(MASK_METRICS) if any(name in m for m in metric_dicts for name in MASK_METRICS) else []
 
 
+def _has_pretrained(labels) -> bool:
+    """Whether any of the init labels (:func:`~rwdet.analysis.initialization.init_label`) is
+    not "scratch": then the tables get an init column."""
+    return any(label not in (None, "scratch") for label in labels)
+
+
 def _pm(stat: dict, digits: int = 2) -> str:
     if math.isnan(stat["mean"]):
         return "-"
@@ -604,7 +655,8 @@ def _pm(stat: dict, digits: int = 2) -> str:
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
-    """A Markdown table, one row per backbone: backbone | config | seeds | diverged (seeds whose
+    """A Markdown table, one row per backbone: backbone | (init, in a transfer comparison:
+    "scratch" or the pretraining's dataset and iterations) | config | seeds | diverged (seeds whose
     run diverged, left out of the statistics, with the iteration) | AP | AP50 | AP75 | (mask AP |
     mask AP50 | mask AP75, for Mask R-CNN) | AP of each class (mean ± std over seeds, COCO AP in percent) | s/iter (mean ± std) |
     backbone+FPN GFLOPs (at the counted input) | params (M, whole detector)."""
@@ -612,11 +664,14 @@ def format_markdown(rows: Sequence[dict]) -> str:
     for r in rows:
         classes += [k for k in r["metrics"] if k.startswith("AP-") and k not in classes]
     cols = ["AP", "AP50", "AP75"] + _mask_columns(r["metrics"] for r in rows) + classes
-    head = ["backbone", "config", "seeds", "diverged", *cols, "s/iter", "backbone+FPN GFLOPs", "params (M)"]
+    with_init = _has_pretrained(r.get("init") for r in rows)
+    head = ["backbone", *(["init"] if with_init else []), "config", "seeds", "diverged", *cols, "s/iter",
+            "backbone+FPN GFLOPs", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         diverged = ", ".join(f"seed {s} (iteration {i})" for s, i in sorted(r.get("diverged", {}).items())) or "-"
-        cells = [r["backbone"], f"`{os.path.basename(r['config'])}`", ",".join(map(str, r["seeds"])) or "-", diverged]
+        cells = [r["backbone"], *([r.get("init", "scratch")] if with_init else []),
+                 f"`{os.path.basename(r['config'])}`", ",".join(map(str, r["seeds"])) or "-", diverged]
         cells += [_pm(r["metrics"][c]) if c in r["metrics"] else "-" for c in cols]
         cells.append(_pm(r["sec_per_iter"], 3))
         if r["flops"] is None:
@@ -629,7 +684,8 @@ def format_markdown(rows: Sequence[dict]) -> str:
 
 
 def format_runs_markdown(records: Sequence[dict]) -> str:
-    """A Markdown table, one row per run, to check that AP has settled: backbone | seed | AP |
+    """A Markdown table, one row per run, to check that AP has settled: backbone | (init, in a
+    transfer comparison) | seed | AP |
     AP50 | AP75 | (mask AP | mask AP50 | mask AP75, for Mask R-CNN) | AP of each class (COCO AP in
     percent) | every evaluation during training as
     ``iteration: AP`` (``iteration: AP / mask AP`` with masks) (the iteration as Detectron2 logs it: the 0-based index of the step just
@@ -650,7 +706,9 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
         classes += [k for k in r.get("bbox", {}) if k.startswith("AP-") and k not in classes]
     masks = _mask_columns({name: 0 for name in MASK_METRICS} if r.get("segm") else {} for r in records)
     cols = ["AP", "AP50", "AP75"] + masks + classes
-    head = ["backbone", "seed", *cols, "evaluations (iteration: AP)", "last step", "s/iter", "minutes"]
+    with_init = _has_pretrained(init_label(r["init"]) for r in records if r.get("init"))
+    head = ["backbone", *(["init"] if with_init else []), "seed", *cols, "evaluations (iteration: AP)",
+            "last step", "s/iter", "minutes"]
     if masks:
         head[head.index("evaluations (iteration: AP)")] = "evaluations (iteration: AP / mask AP)"
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -659,9 +717,10 @@ def format_runs_markdown(records: Sequence[dict]) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
     for r in records:
-        cells = [r["backbone"], str(r["seed"])]
+        cells = [r["backbone"], *([init_label(r.get("init") or {"kind": "scratch"})] if with_init else []),
+                 str(r["seed"])]
         if r.get("diverged_at") is not None:
-            cells += [f"diverged at iteration {r['diverged_at']}"] + [""] * (len(head) - 3)
+            cells += [f"diverged at iteration {r['diverged_at']}"] + [""] * (len(head) - len(cells) - 1)
         else:
             evals = r.get("evaluations") or []
             step = evals[-1][1] - evals[-2][1] if len(evals) > 1 else None

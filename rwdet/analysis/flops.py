@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import re
 from importlib import metadata
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -52,6 +53,7 @@ __all__ = [
     "count_detector",
     "count_model",
     "detection_arch",
+    "cpu_description",
     "machine_description",
     "paper_figure",
     "render_table",
@@ -324,9 +326,31 @@ def _display_path(path: str) -> str:
     return path
 
 
+#: CPU flags that decide which kernels run (matrix units, bf16 and int8 vector instructions).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of :data:`ISA_FLAGS` it has, from ``/proc/cpuinfo``
+    (Linux), e.g. ``AMD EPYC (avx2 avx512f avx512_bf16 avx512_vnni; no AMX)``; the platform's
+    processor string elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    present = [f for f in ISA_FLAGS if f in flags]
+    amx = "" if "amx_bf16" in flags else "; no AMX"
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({' '.join(present) or 'no listed ISA flag'}{amx})"
+
+
 def machine_description() -> str:
-    """One line naming the machine and the library versions, e.g.
-    ``Linux x86_64, 2 CPUs, Python 3.11.2, torch 2.14.1, fvcore 0.1.5, detectron2 0.7.2``."""
+    """One line naming the machine, its CPU (:func:`cpu_description`) and the library versions,
+    e.g. ``Linux x86_64, 2 CPUs, AMD EPYC (avx2 avx512f avx512_bf16 avx512_vnni; no AMX), Python
+    3.11.2, torch 2.14.1, fvcore 0.1.5, detectron2 0.7.2``."""
     def version(name: str) -> str:
         try:
             return metadata.version(name)
@@ -335,7 +359,7 @@ def machine_description() -> str:
             return getattr(module, "__version__", "unknown")
 
     return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {cpu_description()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}, fvcore {version('fvcore')}, "
         f"detectron2 {version('detectron2')}"
     )

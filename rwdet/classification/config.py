@@ -17,7 +17,7 @@ def get_cls_cfg() -> CN:
     Detectron2's name and meaning where Detectron2 has the key)."""
     _C = CN()
     _C.MODEL = CN()
-    _C.MODEL.ARCH = "randwire"  # a name in CLASSIFIER_REGISTRY: "randwire" or "resnet50"
+    _C.MODEL.ARCH = "randwire"  # a name in CLASSIFIER_REGISTRY: "randwire", "resnet18" (Detectron2's ResNet, loads into R18-FPN) or "resnet50" (torchvision's)
     _C.MODEL.NUM_CLASSES = 1000  # K, the classifier's outputs
     _C.MODEL.HEAD_CHANNELS = 1280  # RandWire head: 1x1 conv to this width before pooling (paper table 1)
     _C.MODEL.DROPOUT = 0.0  # RandWire head: dropout before the final fc
@@ -29,12 +29,14 @@ def get_cls_cfg() -> CN:
     add_randwire_model_config(_C)  # MODEL.RANDWIRE: the body's keys, as for detection
 
     _C.DATA = CN()
-    _C.DATA.NAME = "imagenet"  # "imagenet" (ROOT/<split>/<wnid>/*.JPEG) or "fashion_mnist" (Debian's IDX files)
+    _C.DATA.NAME = "imagenet"  # "imagenet" (ROOT/<split>/<wnid>/*.JPEG), "tiny_imagenet" (the official tiny-imagenet-200 layout) or "fashion_mnist" (Debian's IDX files)
     _C.DATA.ROOT = ""  # dataset root; "" = the dataset's default location
     _C.DATA.TRAIN_SPLIT = "train"  # split trained on
     _C.DATA.TEST_SPLIT = "val"  # split evaluated on
     _C.DATA.IMAGE_SIZE = 224  # training crop side (pixels)
-    _C.DATA.TEST_RESIZE = 0  # imagenet evaluation: shorter side before the centre crop; 0 = IMAGE_SIZE * 256/224
+    _C.DATA.TEST_RESIZE = 0  # (tiny_)imagenet evaluation: shorter side before the centre crop; 0 = IMAGE_SIZE * 256/224
+    _C.DATA.TRAIN_CROP_SCALE = (0.08, 1.0)  # (tiny_)imagenet training: RandomResizedCrop's area range, a fraction of the photo (timm's --scale)
+    _C.DATA.IMAGE_CHECK = "end_marker"  # tiny_imagenet: how every photo is checked before training, as DATASETS.IMAGE_CHECK ("end_marker" or "decode")
     _C.DATA.NUM_WORKERS = 4  # data loader worker processes per training process
 
     _C.SOLVER = CN()
@@ -53,6 +55,7 @@ def get_cls_cfg() -> CN:
     _C.SOLVER.AMP = CN()
     _C.SOLVER.AMP.ENABLED = True  # Detectron2's key: mixed precision (AMPTrainer); applies on CUDA only
     _C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
+    _C.SOLVER.CHECKPOINT_ON_SIGNALS = ("SIGTERM",)  # signals that save a checkpoint at the current iteration and stop the run (a scheduler's preemption; add "SIGUSR1" for SLURM's --signal); () = off
 
     _C.TEST = CN()
     _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations; 0 = at the end only

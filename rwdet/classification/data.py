@@ -4,7 +4,8 @@
   package (``/usr/share/datasets/fashion-mnist``) directly.
 * :func:`build_transform` gives the standard torchvision ImageNet recipe (RandomResizedCrop +
   flip for training; resize + center crop for evaluation) and a Fashion-MNIST equivalent.
-* :func:`build_classification_dataset` builds ImageNet (torchvision ``ImageFolder``) or
+* :func:`build_classification_dataset` builds ImageNet (torchvision ``ImageFolder``), Tiny
+  ImageNet (:class:`~rwdet.classification.tiny_imagenet.TinyImageNet`, its official layout) or
   Fashion-MNIST from a name, root and split.
 * :class:`ResumableTrainingSampler` and :class:`SeededSamples` make training data a pure
   function of ``(seed, position in the stream)``: the order of samples, and each sample's random
@@ -27,6 +28,8 @@ import torch.utils.data
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
+
+from .tiny_imagenet import TinyImageNet
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
@@ -72,7 +75,7 @@ FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
 
 #: Dataset names accepted by :func:`build_transform` and :func:`build_classification_dataset`.
-DATASET_NAMES = ("imagenet", "fashion_mnist")
+DATASET_NAMES = ("imagenet", "tiny_imagenet", "fashion_mnist")
 
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
@@ -225,7 +228,8 @@ class FashionMNIST(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------
 
 
-def build_transform(dataset: str, is_train: bool, image_size: int, resize: Optional[int] = None):
+def build_transform(dataset: str, is_train: bool, image_size: int, resize: Optional[int] = None,
+                    crop_scale: Tuple[float, float] = (0.08, 1.0)):
     """torchvision (v1) transform from a PIL image to a normalized float tensor.
 
     Output: float32 tensor of shape (3, image_size, image_size), normalized per channel
@@ -238,6 +242,8 @@ def build_transform(dataset: str, is_train: bool, image_size: int, resize: Optio
       ``RandomHorizontalFlip``; eval = ``Resize(resize)`` of the shorter side (default
       ``round(image_size * 256 / 224)``, i.e. 256 for 224) + ``CenterCrop(image_size)``; then
       ``ToTensor`` + ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
+    * ``"tiny_imagenet"``: the same recipe as ``"imagenet"`` (its photos are ImageNet's, at
+      64x64); give ``resize = image_size`` to evaluate on the whole photo.
     * ``"fashion_mnist"``: train = ``RandomCrop(28, padding=2)`` + ``RandomHorizontalFlip`` on
       the 28x28 image; then (both) grayscale replicated to 3 channels, ``Resize`` to
       ``(image_size, image_size)`` (bilinear), ``ToTensor``, ``Normalize`` with
@@ -245,25 +251,32 @@ def build_transform(dataset: str, is_train: bool, image_size: int, resize: Optio
       ignored.
 
     Args:
-        dataset: ``"imagenet"`` or ``"fashion_mnist"``.
+        dataset: a name in :data:`DATASET_NAMES`.
         is_train: training (random) or evaluation (deterministic) transform.
         image_size: output side in pixels (> 0).
-        resize: imagenet evaluation only: the shorter side before the center crop, in pixels.
+        resize: (tiny_)imagenet evaluation only: the shorter side before the center crop, in
+            pixels.
+        crop_scale: (tiny_)imagenet training only: ``RandomResizedCrop``'s range of the crop's
+            area as a fraction of the photo's (torchvision's ``scale``, timm's ``--scale``).
 
     Raises:
         ValueError: unknown ``dataset`` (the message lists the allowed names), or a
-            non-positive ``image_size`` / ``resize``, or ``resize < image_size``.
+            non-positive ``image_size`` / ``resize``, or ``resize < image_size``, or a
+            ``crop_scale`` outside ``0 < min <= max <= 1``.
     """
     if dataset not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {dataset!r}; allowed: {', '.join(DATASET_NAMES)}")
     image_size = int(image_size)
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "tiny_imagenet"):
         normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         if is_train:
+            lo, hi = (float(v) for v in crop_scale)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"crop_scale={tuple(crop_scale)} must satisfy 0 < min <= max <= 1")
             return T.Compose([
-                T.RandomResizedCrop(image_size),
+                T.RandomResizedCrop(image_size, scale=(lo, hi)),
                 T.RandomHorizontalFlip(),
                 T.ToTensor(),
                 normalize,
@@ -291,18 +304,23 @@ def build_transform(dataset: str, is_train: bool, image_size: int, resize: Optio
     return T.Compose(ops)
 
 
-def build_classification_dataset(name: str, root: Optional[str], split: str, transform):
+def build_classification_dataset(name: str, root: Optional[str], split: str, transform,
+                                 image_check: str = "end_marker"):
     """A classification dataset by name; it has ``classes`` (list of class names, index = label).
 
     * ``"imagenet"``: ``torchvision.datasets.ImageFolder(os.path.join(root, split))`` with split
       ``"train"`` or ``"val"``, ImageNet layout ``root/train/<wnid>/*.JPEG`` and
       ``root/val/<wnid>/*.JPEG`` (labels = sorted wnid folders). Items: (transform(RGB PIL
       image), int label).
+    * ``"tiny_imagenet"``: :class:`~rwdet.classification.tiny_imagenet.TinyImageNet` of
+      ``root`` (the ``tiny-imagenet-200`` folder), split ``"train"`` or ``"val"``; every photo
+      is checked with ``image_check`` first.
     * ``"fashion_mnist"``: :class:`FashionMNIST` (``root`` None or "" means
       :data:`DEFAULT_FASHION_MNIST_ROOT`); split ``"train"``, or ``"test"`` (alias ``"val"``).
 
     Raises:
-        ValueError: unknown name or split, or imagenet without a root.
+        ValueError: unknown name or split, imagenet or tiny_imagenet without a root, or a bad
+            Tiny ImageNet annotation or photo (named).
         FileNotFoundError: the ImageNet split folder (message names it and the expected
             layout) or the Fashion-MNIST files are missing.
     """
@@ -319,6 +337,11 @@ def build_classification_dataset(name: str, root: Optional[str], split: str, tra
                 f"the validation images sorted into class folders too)."
             )
         return ImageFolder(folder, transform=transform)
+    if name == "tiny_imagenet":
+        if not root:
+            raise ValueError("tiny_imagenet needs a root folder (the unzipped tiny-imagenet-200 folder): "
+                             "set DATA.ROOT")
+        return TinyImageNet(os.fspath(root), split, transform=transform, image_check=image_check)
     if name == "fashion_mnist":
         if split not in ("train", "test", "val"):
             raise ValueError(

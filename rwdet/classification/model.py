@@ -7,6 +7,8 @@ from typing import Dict, Tuple, Union
 import torch
 import torch.nn.functional as F
 import torchvision
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 from detectron2.utils.events import get_event_storage
 from fvcore.common.registry import Registry
 from torch import nn
@@ -14,7 +16,7 @@ from torch import nn
 from ..config import backbone_freeze_at, randwire_graph_specs
 from ..modeling.randwire import RandWire, RandWireClassifier
 
-__all__ = ["CLASSIFIER_REGISTRY", "build_classifier", "ClassificationModel"]
+__all__ = ["CLASSIFIER_REGISTRY", "build_classifier", "ClassificationModel", "ResNetClassifier"]
 
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 CLASSIFIER_REGISTRY.__doc__ = """Classifiers by function name (as timm): ``fn(cfg) -> nn.Module`` mapping (B, 3, H, W) images to (B, K) logits."""
@@ -39,9 +41,60 @@ def randwire(cfg) -> RandWireClassifier:
     )
 
 
+class ResNetClassifier(nn.Module):
+    """A Detectron2 ResNet body with torchvision's ResNet head: global average pool -> fc.
+
+    The body is the very module Detectron2's ``build_resnet_backbone`` builds (``stem``,
+    ``res2``..``res5``), so the classifier's ``body.*`` tensors are the detector's
+    ``backbone.bottom_up.*`` tensors under the same names: a checkpoint loads into R18-FPN with
+    no conversion (``rwdet.engine.transfer``), where torchvision's ResNet needs Detectron2's
+    ``convert-torchvision-to-d2.py``.
+
+    Args:
+        body: a Detectron2 ``ResNet`` whose out features include "res5".
+        num_classes: number of classes (>= 1).
+
+    Shapes:
+        (B, 3, H, W) -> (B, num_classes) logits.
+
+    Raises:
+        ValueError: ``num_classes < 1`` or a body without "res5".
+    """
+
+    def __init__(self, body: Backbone, num_classes: int):
+        super().__init__()
+        if "res5" not in body.output_shape():
+            raise ValueError("the classifier needs a body whose out features include 'res5'")
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        self.body = body
+        self.fc = nn.Linear(body.output_shape()["res5"].channels, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)  # as torchvision's and Detectron2's ResNet heads
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.body(x)["res5"], 1).flatten(1)
+        return self.fc(x)
+
+
+@CLASSIFIER_REGISTRY.register()
+def resnet18(cfg) -> ResNetClassifier:
+    """ResNet-18 (He et al., CVPR 2016, table 1) as Detectron2 builds it for R18-FPN: ``BasicStem``
+    (7x7 conv, stride 2, 3x3 max-pool, stride 2), four stages of two ``BasicBlock`` blocks (64, 128,
+    256, 512 channels; strides 4..32), BN (trained from scratch, as the RandWire classifier's
+    default), then global average pool and fc (:class:`ResNetClassifier`). The twin of RandWire's small regime
+    in the detection comparisons (configs/bccd/faster_rcnn_R_18_FPN_bccd.yaml). Frozen by
+    ``MODEL.BACKBONE.FREEZE_AT`` as the detector is."""
+    stem = BasicStem(3, 64, norm="BN")
+    stages = ResNet.make_default_stages(18, norm="BN")
+    body = ResNet(stem, stages, out_features=["res5"], freeze_at=backbone_freeze_at(cfg))
+    return ResNetClassifier(body, cfg.MODEL.NUM_CLASSES)
+
+
 @CLASSIFIER_REGISTRY.register()
 def resnet50(cfg) -> nn.Module:
-    """torchvision's ResNet-50 (random init), the paper's baseline."""
+    """torchvision's ResNet-50 (random init), the paper's baseline. Its checkpoints do not load
+    into a detector (torchvision's names); ``resnet18`` is Detectron2's own and does."""
     return torchvision.models.resnet50(weights=None, num_classes=cfg.MODEL.NUM_CLASSES)
 
 

@@ -28,12 +28,14 @@ from torch.utils.data import DataLoader
 
 from ..engine.defaults import DeferredWriters, ddp_on_cpu
 from ..engine.graphs import build_checkpointer, graph_table
+from ..engine.preemption import insert_preemption_hook
 from ..engine.transfer import PRETRAIN_FORMAT
 from ..utils.io import atomic_write
 from .data import ResumableTrainingSampler, SeededSamples, build_classification_dataset, build_transform
 from .model import ClassificationModel, build_classifier
+from .tiny_imagenet import check_same_classes
 
-__all__ = ["ClassificationTrainer", "PretrainMeta", "evaluate_classifier"]
+__all__ = ["ClassificationTrainer", "PretrainMeta", "check_datasets", "evaluate_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,27 @@ def scaled_lr(cfg) -> float:
 def build_dataset(cfg, is_train: bool):
     """The train or test dataset of ``cfg.DATA``, with the standard transforms."""
     name = cfg.DATA.NAME
-    transform = build_transform(name, is_train, cfg.DATA.IMAGE_SIZE, cfg.DATA.TEST_RESIZE or None)
+    transform = build_transform(name, is_train, cfg.DATA.IMAGE_SIZE, cfg.DATA.TEST_RESIZE or None,
+                                crop_scale=tuple(cfg.DATA.TRAIN_CROP_SCALE))
     split = cfg.DATA.TRAIN_SPLIT if is_train else cfg.DATA.TEST_SPLIT
-    return build_classification_dataset(name, cfg.DATA.ROOT, split, transform)
+    return build_classification_dataset(name, cfg.DATA.ROOT, split, transform, image_check=cfg.DATA.IMAGE_CHECK)
+
+
+def check_datasets(cfg, train_set, test_set) -> None:
+    """Refuse a run whose splits disagree on their classes, or whose classifier has another
+    number of outputs than the training split has classes.
+
+    Raises:
+        ValueError: the evaluation split's class list is not the training split's
+            (:func:`~rwdet.classification.tiny_imagenet.check_same_classes`, for every dataset),
+            or MODEL.NUM_CLASSES differs from the training split's number of classes.
+    """
+    what = f"DATA.NAME {cfg.DATA.NAME} at {cfg.DATA.ROOT or 'its default root'} ({cfg.DATA.TRAIN_SPLIT} / {cfg.DATA.TEST_SPLIT})"
+    check_same_classes(train_set.classes, test_set.classes, what)
+    n = len(train_set.classes)
+    if cfg.MODEL.NUM_CLASSES != n:
+        raise ValueError(f"MODEL.NUM_CLASSES={cfg.MODEL.NUM_CLASSES}, but {what} has {n} classes: "
+                         f"set MODEL.NUM_CLASSES {n}")
 
 
 def build_train_loader(cfg, dataset, start_iter: int) -> DataLoader:
@@ -174,6 +194,7 @@ class ClassificationTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self.train_set = build_dataset(cfg, is_train=True)
         self.test_set = build_dataset(cfg, is_train=False)  # a missing test split fails here, before any write
+        check_datasets(cfg, self.train_set, self.test_set)
         self.iters_per_epoch = iterations_per_epoch(cfg, len(self.train_set))
         self.base_lr = scaled_lr(cfg)
         cfg = cfg.clone()
@@ -236,8 +257,9 @@ class ClassificationTrainer(DefaultTrainer):
         return build_train_loader(cfg, self.train_set, self.start_iter)
 
     def build_hooks(self):
-        """IterationTimer, LRScheduler, PeriodicCheckpointer (main process), EvalHook and the
-        writers (main process): ``DefaultTrainer.build_hooks`` without PreciseBN, whose keys a
+        """IterationTimer, LRScheduler, PeriodicCheckpointer (main process), the preemption
+        checkpoint (SOLVER.CHECKPOINT_ON_SIGNALS, :mod:`rwdet.engine.preemption`), EvalHook and
+        the writers (main process): ``DefaultTrainer.build_hooks`` without PreciseBN, whose keys a
         classification config does not have. The checkpointer is rwdet's
         (:func:`rwdet.engine.graphs.build_checkpointer`) on the classifier itself, with the
         :class:`PretrainMeta` marker."""
@@ -255,7 +277,7 @@ class ClassificationTrainer(DefaultTrainer):
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
-        return ret
+        return insert_preemption_hook(ret, self.checkpointer, cfg.SOLVER.CHECKPOINT_ON_SIGNALS)
 
     def build_writers(self):
         """Detectron2's writers, created at their first write (``DeferredWriters``)."""

@@ -105,7 +105,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
     the previous checkpoint intact and ``--resume`` finds a complete file. Local paths only.
 
     Loading takes Detectron2's formats as before, plus rwdet pretraining checkpoints, whose
-    classifier body goes into the model's RandWire backbone (``rwdet.engine.transfer``; the
+    classifier body goes into the detector's bottom-up network (RandWire, or Detectron2's ResNet
+    for a ``resnet18`` classifier; ``rwdet.engine.transfer``; the
     log reports matched, missing and unexpected keys, and the dict that ``load`` returns holds
     them under ``"transfer_report"``). Any rwdet checkpoint whose graphs
     differ from the model's is refused with a ValueError, whatever path loads it.
@@ -196,8 +197,10 @@ class AtomicCheckpointer(DetectionCheckpointer):
         specs = next((m.specs for m in self.model.modules() if isinstance(m, RandWire)), None)
         if is_pretraining_checkpoint(loaded):
             target = self.model.state_dict()
-            if any(k.startswith("backbone.bottom_up.") for k in target):  # into a detector
-                state, report = classifier_to_detector_state(loaded, target, specs, filename)
+            if "backbone" in dict(self.model.named_children()):  # into a detector
+                bottom_up = getattr(self.model.backbone, "bottom_up", None)
+                state, report = classifier_to_detector_state(
+                    loaded, target, specs, filename, type(bottom_up).__name__ if bottom_up is not None else None)
                 return {"model": state, "__author__": "rwdet pretraining", "matching_heuristics": False,
                         "transfer_report": report}
         if specs is not None and "randwire_graphs" in loaded:

@@ -17,9 +17,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-import detectron2.data.transforms as T
 from detectron2.engine import DefaultPredictor
-from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
 from ..data import BALLOON_CLASSES, BCCD_CLASSES, register_datasets_from_config
@@ -132,30 +130,36 @@ def draw_instances(image_bgr: np.ndarray, instances, metadata) -> np.ndarray:
 
 
 class CheckedPredictor(DefaultPredictor):
-    """Detectron2's ``DefaultPredictor`` whose weights must fill the whole model: built as
-    ``DefaultPredictor.__init__`` builds it (model in eval mode, ``ResizeShortestEdge`` to
+    """Detectron2's ``DefaultPredictor`` whose weights must fill the whole model: built by
+    ``DefaultPredictor.__init__`` itself (model in eval mode, ``ResizeShortestEdge`` to
     INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, INPUT.FORMAT), with MODEL.WEIGHTS loaded by
     :func:`rwdet.engine.checkpoint.load_for_inference` instead of a plain
     ``DetectionCheckpointer.load``. Called as ``DefaultPredictor`` (a BGR (H, W, 3) uint8 image
     -> ``{"instances": ...}`` in its pixel coordinates).
 
     Raises:
+        ValueError: INPUT.FORMAT is neither "RGB" nor "BGR" (checked before the model is built;
+            ``DefaultPredictor`` only asserts it).
         IncompleteCheckpointError: MODEL.WEIGHTS is empty or leaves a parameter or buffer of the
             model unloaded (the message names each with both shapes and the likely cause).
         CheckpointReadError: MODEL.WEIGHTS is not a readable checkpoint.
     """
 
-    def __init__(self, cfg):  # noqa: super().__init__ would load the weights without the check
-        self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        if len(cfg.DATASETS.TEST):
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    def __init__(self, cfg):
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r}; allowed: 'RGB', 'BGR'")
+        # DefaultPredictor.__init__ with MODEL.WEIGHTS "": it builds everything and loads nothing
+        # (Detectron2's checkpointer logs "Initializing model from scratch"); its load would not
+        # check that the weights fill the model, so they are loaded next, checked.
+        unloaded = cfg.clone()
+        unloaded.defrost()
+        unloaded.MODEL.WEIGHTS = ""
+        super().__init__(unloaded)
+        self.cfg.defrost()  # self.cfg: the clone the model was built from, with the real MODEL.WEIGHTS
+        self.cfg.MODEL.WEIGHTS = cfg.MODEL.WEIGHTS
+        if cfg.is_frozen():
+            self.cfg.freeze()
         load_for_inference(self.model, cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
-        self.input_format = cfg.INPUT.FORMAT
-        if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT={self.input_format!r}; allowed: 'RGB', 'BGR'")
 
 
 def run_demo(cfg, inputs: Sequence[str], output: str, metadata=None,

@@ -162,7 +162,13 @@ class ExactResume(HookBase):
     def after_step(self) -> None:
         nxt = self.trainer.iter + 1
         if (self._period > 0 and nxt % self._period == 0) or nxt >= self.trainer.max_iter:
-            self._states = comm.all_gather(rng_state()) if comm.get_world_size() > 1 else [rng_state()]
+            self.capture()
+
+    def capture(self) -> None:
+        """Gather every process's generator states as of now for the next checkpoint (a
+        collective in a multi-process run: every process calls it at the same point; the
+        preemption checkpoint does, :mod:`rwdet.engine.preemption`)."""
+        self._states = comm.all_gather(rng_state()) if comm.get_world_size() > 1 else [rng_state()]
 
     def state_dict(self) -> dict:
         """``{"rng": [one state per rank]}`` as of the end of the current iteration."""

@@ -19,6 +19,7 @@ from ..data import NamingMapper, checked_coco_api
 from ..utils.io import atomic_write
 from .defaults import DeferredWriters, ddp_on_cpu
 from .graphs import build_checkpointer, graph_table
+from .preemption import insert_preemption_hook
 from .resume import ExactResume, ResumableSampler, isolated_rng
 
 __all__ = ["Trainer", "format_results", "save_results"]
@@ -82,7 +83,8 @@ class Trainer(DefaultTrainer):
         ``DetectionCheckpointer``; the atomic, graph-checking one replaces it before the
         ``PeriodicCheckpointer`` hook captures it) and :class:`~rwdet.engine.resume.ExactResume`
         (generator states in checkpoints; the data stream and the draws continue on
-        ``--resume``)."""
+        ``--resume``), and :class:`~rwdet.engine.preemption.PreemptionCheckpoint` (a stop signal,
+        SOLVER.CHECKPOINT_ON_SIGNALS, saves a checkpoint at the current iteration)."""
         self.checkpointer = build_checkpointer(self.cfg, self.checkpointer.model, self)
         ret = super().build_hooks()
         # ExactResume captures the generator states just before PeriodicCheckpointer saves them
@@ -94,7 +96,7 @@ class Trainer(DefaultTrainer):
         images = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         ret.insert(at, ExactResume(sampler, images, self.cfg.SOLVER.CHECKPOINT_PERIOD,
                                    in_process=self.cfg.DATALOADER.NUM_WORKERS == 0))
-        return ret
+        return insert_preemption_hook(ret, self.checkpointer, self.cfg.SOLVER.CHECKPOINT_ON_SIGNALS)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

@@ -25,7 +25,7 @@ from torch import nn
 from ...classification.config import load_cls_config
 from ...classification.model import build_classifier
 from ...config import randwire_graph_specs
-from ...data.datasets import BCCD_CLASSES, load_voc_instances
+from ...data import BCCD_CLASSES, load_voc_instances
 from ...engine.defaults import load_config
 from ...graphs import format_setting
 from .specs import REPO_ROOT, SideSpec
