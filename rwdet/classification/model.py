@@ -14,7 +14,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from ..config import backbone_freeze_at, randwire_graph_specs
-from ..modeling.randwire import RandWire, RandWireClassifier
+from ..modeling.randwire import RandWire, RandWireClassifier, classifier_input_channels
 
 __all__ = ["CLASSIFIER_REGISTRY", "build_classifier", "ClassificationModel", "ResNetClassifier"]
 
@@ -63,12 +63,9 @@ class ResNetClassifier(nn.Module):
 
     def __init__(self, body: Backbone, num_classes: int):
         super().__init__()
-        if "res5" not in body.output_shape():
-            raise ValueError("the classifier needs a body whose out features include 'res5'")
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        channels = classifier_input_channels(body, num_classes)
         self.body = body
-        self.fc = nn.Linear(body.output_shape()["res5"].channels, num_classes)
+        self.fc = nn.Linear(channels, num_classes)
         nn.init.normal_(self.fc.weight, std=0.01)  # as torchvision's and Detectron2's ResNet heads
         nn.init.zeros_(self.fc.bias)
 

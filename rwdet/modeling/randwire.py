@@ -32,6 +32,7 @@ __all__ = [
     "RandWireNode",
     "RandWireStage",
     "RandWire",
+    "classifier_input_channels",
     "RandWireClassifier",
     "ConvBlock",
     "REGIMES",
@@ -687,6 +688,21 @@ class RandWire(Backbone):
         return self
 
 
+def classifier_input_channels(body: Backbone, num_classes: int) -> int:
+    """The channels of ``body``'s res5, which a classifier head pools; checks the arguments
+    shared by every classifier of a Detectron2 body (RandWire's, and the ResNet-18 of
+    ``rwdet.classification``).
+
+    Raises:
+        ValueError: a body whose out features lack "res5", or ``num_classes < 1``.
+    """
+    if "res5" not in body.output_shape():
+        raise ValueError("the classifier needs a body whose out_features include 'res5'")
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes} must be >= 1")
+    return body.output_shape()["res5"].channels
+
+
 class RandWireClassifier(nn.Module):
     """RandWire ImageNet classifier (paper table 1).
 
@@ -707,12 +723,8 @@ class RandWireClassifier(nn.Module):
     def __init__(self, body: RandWire, num_classes: int = 1000, head_channels: int = 1280,
                  dropout: float = 0.0, norm: str = "BN"):
         super().__init__()
-        if "res5" not in body.output_shape():
-            raise ValueError("the classifier needs a body whose out_features include 'res5'")
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        in_ch = classifier_input_channels(body, num_classes)
         self.body = body
-        in_ch = body.output_shape()["res5"].channels
         self.head_conv = Conv2d(in_ch, head_channels, 1, bias=False, norm=get_norm(norm, head_channels))
         nn.init.kaiming_normal_(self.head_conv.weight, mode="fan_out", nonlinearity="relu")
         self.dropout = nn.Dropout(dropout)
