@@ -146,6 +146,7 @@ def add_randwire_config(cfg: CN) -> CN:
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     cfg.MODEL.DEPLOY = CN()
     cfg.MODEL.DEPLOY.PAD_CHANNELS = 0  # deploy rewrite: RandWire widths rounded up to a multiple of this with zero filters (same outputs; 16 = AVX-512 f32 block, docs/SPEED.md "Exact rewrites"); 0: off
+    cfg.MODEL.DEPLOY.PRECISION = "fp32"  # serving precision of the backbone+FPN: "fp32" (exact) or "bf16" (eager autocast, OpenVINO's bf16 hint, not ONNX Runtime; the heads stay fp32; docs/DEPLOY.md)
     cfg.MODEL.DEPLOY.RUNTIME = ""  # where --eval-only / demo run the backbone+FPN: "" or "pytorch" (eager), "onnxruntime", "openvino", "torchscript" (exported at load, BN folded; heads stay PyTorch)
     return cfg
 

@@ -320,3 +320,40 @@ def test_ref_runtime_runs_the_reference_in_eager_interleaved(tmp_path):
     assert pair["sides"]["reference"]["runtime"] == {"name": "eager"}
     assert [e[2] for e in pair["log"]] == ["randwire", "reference", "reference", "randwire"]
     assert "inference runtime: openvino for RandWire, eager for the reference" in proc.stdout
+
+
+def test_precision_setup_errors():
+    assert default_setup("cpu").precision == "fp32"
+    assert default_setup("cpu", runtime="openvino", precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="precision='bf16' is not served by runtime 'onnxruntime'"):
+        default_setup("cpu", runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="precision='bf16' is not served by runtime 'onnxruntime'"):
+        default_setup("cpu", runtime="openvino", ref_runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="precision='int4' is unknown"):
+        default_setup("cpu", precision="int4")
+
+
+@pytest.mark.parametrize("runtime", ["eager", "openvino"])
+def test_cli_bf16_inference_runs_near_fp32_and_says_what_ran(tmp_path, runtime):
+    """--precision bf16: the JSON names the precision and whether this CPU runs bf16 natively;
+    in OpenVINO the compiled precision is read back, and the logits stay near the eager fp32
+    ones (bf16's 8-bit mantissa: a few percent of their scale, not exact)."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
+           "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "2", "--threads", "1",
+           "--no-flops", "--runtime", runtime, "--precision", "bf16", "--phases", "infer", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    from rwdet.utils.cpu import bf16_support
+
+    assert data["setup"]["precision"] == "bf16" and data["setup"]["precision_note"].startswith("bf16")
+    assert ("EMULATED" in data["setup"]["precision_note"]) == (bf16_support() == "emulated")
+    assert "inference precision: bf16" in proc.stdout
+    if runtime == "openvino":
+        for side in ("randwire", "reference"):
+            rt = data["pairs"]["cls_small"]["sides"][side]["runtime"]
+            if bf16_support() != "emulated":
+                assert "bf16" in rt["precision"].lower() or "bfloat16" in rt["precision"].lower(), rt
+            assert 0 < rt["max_abs_err"] <= 0.05 * rt["max_abs_ref"] + 1e-3, rt

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed steps per round and side (default: 2 on CPU, 20 on GPU)")
     p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BN into the convs for the inference rounds, on both sides (default: on)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="inference rounds' precision, both sides, as MODEL.DEPLOY.PRECISION serves it: eager "
+                        "autocast, OpenVINO's bf16 hint, TorchScript autocast; not onnxruntime (default: fp32). The "
+                        "JSON's setup.precision_note says whether this CPU runs bf16 natively or emulated")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None,
                    help="autocast dtype, both sides (fp16: CUDA only; bf16: CUDA or CPU)")
     p.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default=None,
@@ -169,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             deploy=args.deploy, amp=args.amp, compile=args.compile, compile_backend=args.compile_backend, rw_opts=args.rw_opts, r50_opts=args.r50_opts,
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
             channels_last=args.channels_last, profile=args.profile, runtime=args.runtime, phases=args.phases,
-            pad_channels=args.pad_channels, ref_runtime=args.ref_runtime,
+            pad_channels=args.pad_channels, ref_runtime=args.ref_runtime, precision=args.precision,
         )
         select_pairs(args.pairs, setup)
     except (ValueError, ImportError) as exc:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import os
 import platform
-import re
 from importlib import metadata
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -38,6 +37,7 @@ from ..classification.model import build_classifier
 from ..config import randwire_graph_specs
 from ..graphs import format_setting
 from ..modeling.randwire import RandWire, RandWireClassifier
+from ..utils.cpu import cpu_flags, cpu_model_name
 from ..utils.io import atomic_write
 from .common import load_any_config
 
@@ -331,20 +331,12 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "am
 
 
 def cpu_description() -> str:
-    """The CPU's model name and which of :data:`ISA_FLAGS` it has, from ``/proc/cpuinfo``
-    (Linux), e.g. ``AMD EPYC (avx2 avx512f avx512_bf16 avx512_vnni; no AMX)``; the platform's
-    processor string elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    flags = set(flags_line.group(1).split()) if flags_line else set()
+    """The CPU's model name and which of :data:`ISA_FLAGS` it has (``rwdet.utils.cpu``), e.g.
+    ``AMD EPYC (avx2 avx512f avx512_bf16 avx512_vnni; no AMX)``."""
+    flags = cpu_flags()
     present = [f for f in ISA_FLAGS if f in flags]
     amx = "" if "amx_bf16" in flags else "; no AMX"
-    return f"{name.group(1).strip() if name else 'unknown CPU'} ({' '.join(present) or 'no listed ISA flag'}{amx})"
+    return f"{cpu_model_name()} ({' '.join(present) or 'no listed ISA flag'}{amx})"
 
 
 def machine_description() -> str:

@@ -10,6 +10,7 @@ from .export import (  # noqa: F401
     check_pad_channels, model_tracing_adapter, prepare_for_export,
 )
 from .pad import pad_randwire_channels  # noqa: F401
+from .precision import PRECISIONS, AutocastBackbone, check_precision, precision_note  # noqa: F401
 from .runtime import (  # noqa: F401
     DEFAULT_RUNTIME, DEPLOY_RUNTIMES, RUNTIMES, ExportedDetector, RuntimeBackbone, apply_deploy_runtime,
     check_deploy_config, check_runtime, load_runner, serve_backbone,

@@ -24,6 +24,7 @@ from detectron2.modeling import Backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
+from .precision import AutocastBackbone, check_precision, precision_note
 from .export import (
     BackboneAsTuple, backbone_dynamic_axes, check_pad_channels, export_in_memory, prepare_for_export, shapes_from_metadata,
 )
@@ -56,7 +57,8 @@ def check_runtime(runtime: str, key: str = "MODEL.DEPLOY.RUNTIME") -> None:
             raise ImportError(f"{key}={runtime!r} needs {e.name}: pip install -e '.[deploy]'") from e
 
 
-def load_runner(model, runtime: str, threads: Optional[int] = None) -> Callable[[np.ndarray], List[np.ndarray]]:
+def load_runner(model, runtime: str, threads: Optional[int] = None,
+                precision: str = "fp32") -> Callable[[np.ndarray], List[np.ndarray]]:
     """A function running an exported model in ``runtime`` on the CPU: float32 array -> list of
     output arrays, in the export's output order.
 
@@ -64,18 +66,24 @@ def load_runner(model, runtime: str, threads: Optional[int] = None) -> Callable[
         model: a file path (``.onnx``, OpenVINO ``.xml``, TorchScript ``.ts``); or in memory:
             ONNX ``bytes`` (onnxruntime), an ``openvino.Model`` (openvino), a
             ``torch.jit.ScriptModule`` (torchscript).
-        runtime: one of :data:`RUNTIMES`. OpenVINO compiles with f32 inference precision (its
-            CPU plugin may otherwise pick bf16 on CPUs that have it).
+        runtime: one of :data:`RUNTIMES`. OpenVINO compiles with the inference precision of
+            ``precision`` (f32 by default: its CPU plugin would otherwise pick bf16 on CPUs that
+            have it).
+        precision: "fp32" or "bf16" (:mod:`rwdet.deploy.precision`): OpenVINO's
+            ``INFERENCE_PRECISION_HINT``, TorchScript under ``torch.autocast``; ONNX Runtime
+            serves fp32 only.
         threads: CPU threads of the runtime (ONNX Runtime ``intra_op_num_threads``, OpenVINO
             ``INFERENCE_NUM_THREADS`` with the ``LATENCY`` performance hint; TorchScript uses
             torch's threads); None: the runtime's default (all physical cores).
 
     The returned function carries the runtime's handle for inspection: ``.session`` (ONNX
-    Runtime ``InferenceSession``) or ``.compiled`` (OpenVINO ``CompiledModel``).
+    Runtime ``InferenceSession``) or ``.compiled`` (OpenVINO ``CompiledModel``), and
+    ``.precision``: what runs (OpenVINO: the precision its plugin compiled, read back).
 
     Raises:
-        ValueError: an unknown runtime.
+        ValueError: an unknown runtime or precision, or bf16 in ONNX Runtime.
     """
+    check_precision(precision, runtime, key="precision")
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
@@ -87,12 +95,12 @@ def load_runner(model, runtime: str, threads: Optional[int] = None) -> Callable[
 
         def run_onnxruntime(x):
             return session.run(None, {name: x})
-        run_onnxruntime.session = session
+        run_onnxruntime.session, run_onnxruntime.precision = session, "fp32"
         return run_onnxruntime
     if runtime == "openvino":
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads is not None:
             config.update(INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
         compiled = ov.Core().compile_model(model, "CPU", config)
@@ -100,16 +108,18 @@ def load_runner(model, runtime: str, threads: Optional[int] = None) -> Callable[
 
         def run_openvino(x):
             result = compiled({0: x})
-            return [np.array(result[o]) for o in outputs]
+            return [np.array(result[o], dtype=np.float32) for o in outputs]
         run_openvino.compiled = compiled
+        run_openvino.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         return run_openvino
     if runtime == "torchscript":
         module = torch.jit.load(model, map_location="cpu") if isinstance(model, str) else model
 
         def run(x):
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 out = module(torch.from_numpy(x))
-            return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+            return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+        run.precision = precision
         return run
     raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES)}")
 
@@ -191,7 +201,7 @@ def _sample_image(backbone: Backbone, size: int = 256) -> torch.Tensor:
     return torch.zeros(1, 3, side, side)
 
 
-def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0) -> nn.Module:
+def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precision: str = "fp32") -> nn.Module:
     """Run ``model.backbone`` in ``runtime`` from now on: fold the model's BatchNorms, export
     its backbone+FPN in memory (ONNX bytes for onnxruntime, ``openvino.convert_model`` for
     openvino, ``torch.jit.trace`` for torchscript; dynamic batch, H and W) and put a
@@ -202,6 +212,7 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0) -> nn.
         runtime: "onnxruntime", "openvino" or "torchscript".
         pad_channels: > 0: RandWire widths rounded up to a multiple of this before export
             (:func:`rwdet.deploy.pad_randwire_channels`; the same outputs); 0: off.
+        precision: "fp32" or "bf16" (:func:`load_runner`); the heads stay fp32.
 
     Returns:
         ``model``, changed in place (eval mode).
@@ -223,37 +234,47 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0) -> nn.
         wrapper, sample = wrapper.cpu(), sample.cpu()
     exported = export_in_memory(wrapper, sample, RUNTIMES[runtime][0], wrapper.names,
                                 backbone_dynamic_axes(wrapper.names))
-    model.backbone = RuntimeBackbone(load_runner(exported, runtime), backbone.output_shape(),
+    runner = load_runner(exported, runtime, precision=precision)
+    model.backbone = RuntimeBackbone(runner, backbone.output_shape(),
                                      backbone.size_divisibility, backbone.padding_constraints, runtime)
-    logger.info("Serving: the backbone+FPN runs in %s (BN folded); the heads in PyTorch", runtime)
+    logger.info("Serving: the backbone+FPN runs in %s (BN folded) at %s (runs: %s); the heads in PyTorch, fp32",
+                runtime, precision_note(precision), runner.precision)
     return model
 
 
 def check_deploy_config(cfg) -> None:
     """Check the MODEL.DEPLOY keys before any work: RUNTIME known and installed
-    (:func:`check_runtime`), PAD_CHANNELS an integer >= 0.
+    (:func:`check_runtime`), PAD_CHANNELS an integer >= 0, PRECISION known and served by the
+    runtime (:func:`rwdet.deploy.precision.check_precision`).
 
     Raises:
         ValueError, ImportError: naming the key, the value and what is allowed.
     """
     check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
     check_pad_channels(cfg.MODEL.DEPLOY.PAD_CHANNELS)
+    check_precision(cfg.MODEL.DEPLOY.PRECISION, cfg.MODEL.DEPLOY.RUNTIME)
 
 
 def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
     """Apply the config's MODEL.DEPLOY keys to a loaded detector. RUNTIME "" or "pytorch" leave
     it in PyTorch; "onnxruntime", "openvino" or "torchscript" run its backbone+FPN there
     (:func:`serve_backbone`). PAD_CHANNELS > 0 folds the BatchNorms and pads the RandWire widths
-    first (:func:`rwdet.deploy.pad_randwire_channels`), in either case.
+    first (:func:`rwdet.deploy.pad_randwire_channels`), in either case. PRECISION "bf16" runs
+    the backbone+FPN in bf16 (eager: under ``torch.autocast``, :class:`AutocastBackbone`); the
+    heads stay fp32.
 
     Raises:
         ValueError, ImportError: as :func:`check_deploy_config`.
     """
     check_deploy_config(cfg)
-    runtime, pad = cfg.MODEL.DEPLOY.RUNTIME, cfg.MODEL.DEPLOY.PAD_CHANNELS
+    runtime, pad, precision = cfg.MODEL.DEPLOY.RUNTIME, cfg.MODEL.DEPLOY.PAD_CHANNELS, cfg.MODEL.DEPLOY.PRECISION
     if runtime in ("", "pytorch"):
-        return prepare_for_export(model, pad) if pad else model
-    return serve_backbone(model, runtime, pad)
+        model = prepare_for_export(model, pad) if pad else model
+        if precision == "bf16":
+            model.backbone = AutocastBackbone(model.backbone, torch.bfloat16)
+            logger.info("Serving: the backbone+FPN runs in eager PyTorch at %s; the heads fp32", precision_note(precision))
+        return model
+    return serve_backbone(model, runtime, pad, precision)
 
 
 class ExportedDetector:

@@ -217,9 +217,16 @@ class ModelBench:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
+    def _infer_autocast(self):
+        """The inference rounds' autocast: bf16 with ``precision`` bf16 in eager PyTorch (a
+        runtime runs its own precision), else :meth:`_autocast`."""
+        if self.setup.precision == "bf16" and self.setup.runtime_of(self.side) == "eager":
+            return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+        return self._autocast()
+
     def infer_step(self) -> None:
         """One inference forward without autograd."""
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._infer_autocast():
             self.forward(self.infer_inputs if self.side.kind == "det" else self.x)
 
     def profile(self, phase: str) -> Dict[str, float]:
@@ -403,11 +410,11 @@ class ModelBench:
         from ...deploy import BackboneAsTuple, RuntimeBackbone
         from ...deploy.export import backbone_dynamic_axes
 
-        runtime, threads = self.setup.runtime_of(self.side), self.setup.threads
+        runtime, threads, precision = self.setup.runtime_of(self.side), self.setup.threads, self.setup.precision
         with torch.no_grad():
             if self.side.kind == "cls":
                 ref = [self.model(self.x)]
-                runner, info = runtime_runner(self.model, self.x, runtime, threads, ["logits"])
+                runner, info = runtime_runner(self.model, self.x, runtime, threads, ["logits"], precision=precision)
                 self._runner, self._runner_input = runner, self.x.numpy()
                 self.forward = RuntimeModule(runner)
                 got, of = [self.forward(self.x)], "logits"
@@ -417,7 +424,7 @@ class ModelBench:
                 wrapper = BackboneAsTuple(backbone).eval()
                 ref = list(wrapper(x))
                 runner, info = runtime_runner(wrapper, x, runtime, threads, wrapper.names,
-                                              backbone_dynamic_axes(wrapper.names))
+                                              backbone_dynamic_axes(wrapper.names), precision=precision)
                 self._runner, self._runner_input = runner, x.numpy()
                 served = RuntimeBackbone(runner, backbone.output_shape(), backbone.size_divisibility,
                                          backbone.padding_constraints, runtime)

@@ -106,6 +106,7 @@ def markdown_report(result: Dict[str, Any]) -> str:
         f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}; "
         f"memory format {'channels_last (NHWC)' if s.get('channels_last') else 'contiguous (NCHW)'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
+        f"- machine: {s.get('machine', '?')}; inference precision: {s.get('precision_note', s.get('precision', 'fp32'))}",
         f"- inference runtime: {s.get('runtime', 'eager')}"
         + (f" for RandWire, {s['ref_runtime']} for the reference" if s.get("ref_runtime") not in (None, s.get("runtime")) else "")
         + ("" if s.get("runtime", "eager") == "eager" else

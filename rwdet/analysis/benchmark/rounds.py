@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
+from ...deploy.precision import precision_note
 from ..flops import machine_description
 from .report import METHOD_NOTE, summarize_pair
 from .specs import INFER_ONLY_KINDS, PHASES, SIDES, BenchmarkSetup, PairSpec, select_pairs
@@ -127,6 +128,7 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
     chosen = select_pairs(pairs, setup)
     result: Dict[str, Any] = {
         "setup": {**asdict(setup), "torch": torch.__version__, "machine": machine_description(),
+                  "precision_note": precision_note(setup.precision),
                   "command": command, "pairs": [p.name for p in chosen]},
         "runtime": setup.runtime,
         "method": METHOD_NOTE,

@@ -90,20 +90,22 @@ def count_reorders(exported: Any, runner: Callable, runtime: str, threads: Optio
 
 
 def runtime_runner(module: nn.Module, sample: torch.Tensor, runtime: str, threads: Optional[int],
-                   output_names: Sequence[str], dynamic_axes: Optional[dict] = None
+                   output_names: Sequence[str], dynamic_axes: Optional[dict] = None, precision: str = "fp32",
                    ) -> Tuple[Callable[[np.ndarray], List[np.ndarray]], Dict[str, Any]]:
-    """Export ``module`` (:func:`export_module`) and load it in ``runtime`` with ``threads``.
+    """Export ``module`` (:func:`export_module`) and load it in ``runtime`` with ``threads`` at
+    ``precision`` (:func:`rwdet.deploy.load_runner`).
 
     Returns:
         (runner: float32 array -> list of output arrays, ``{"name": runtime, "reorders": int or
-        None}``).
+        None, "precision": what the runtime compiled}``).
     """
     from ...deploy import load_runner
 
     exported = export_module(module, sample, runtime, output_names, dynamic_axes)
-    runner = load_runner(exported, runtime, threads=threads)
+    runner = load_runner(exported, runtime, threads=threads, precision=precision)
     runner.exported = exported  # for openvino_layer_times
-    return runner, {"name": runtime, "reorders": count_reorders(exported, runner, runtime, threads)}
+    return runner, {"name": runtime, "reorders": count_reorders(exported, runner, runtime, threads),
+                    "precision": runner.precision}
 
 
 class RuntimeModule:

@@ -105,6 +105,11 @@ class BenchmarkSetup:
             ResNet side is unchanged); needs ``deploy``. 0: off.
         phases: the phases to measure, a non-empty subset of :data:`PHASES` (e.g. ("infer",)
             to skip the training rounds); pairs of :data:`INFER_ONLY_KINDS` skip "train" anyway.
+        precision: the inference rounds' precision on both sides, as MODEL.DEPLOY.PRECISION
+            serves it (:mod:`rwdet.deploy.precision`): "fp32", or "bf16" (eager: under
+            ``torch.autocast``; OpenVINO: its bf16 hint; TorchScript: autocast; not ONNX
+            Runtime). Training rounds follow ``amp``. The JSON says whether bf16 ran natively or
+            emulated on this CPU.
     """
 
     device: str
@@ -132,6 +137,7 @@ class BenchmarkSetup:
     phases: Tuple[str, ...] = PHASES
     pad_channels: int = 0
     ref_runtime: Optional[str] = None
+    precision: str = "fp32"
 
     def runtime_of(self, side: "SideSpec") -> str:
         """The inference runtime of ``side``: ``runtime`` for a RandWire side, ``ref_runtime``
@@ -185,6 +191,12 @@ class BenchmarkSetup:
         if self.pad_channels and not self.deploy:
             raise ValueError("pad_channels needs deploy on (the padding rewrites the BN-folded model)")
         self._check_runtime()
+        from ...deploy import check_precision
+
+        for key, runtime in (("runtime", self.runtime), ("ref_runtime", self.ref_runtime or self.runtime)):
+            check_precision(self.precision, "" if runtime == "eager" else runtime, key="precision")
+        if self.precision != "fp32" and self.amp not in ("none", self.precision):
+            raise ValueError(f"precision={self.precision!r} does not go with amp={self.amp!r}")
 
     def _check_runtime(self) -> None:
         """Raise ValueError if ``runtime`` or ``ref_runtime`` is unknown or does not go with the
