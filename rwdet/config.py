@@ -142,6 +142,7 @@ def add_randwire_config(cfg: CN) -> CN:
     rw = cfg.MODEL.RANDWIRE
     rw.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages the backbone returns, from stem, res2..res5
     rw.PRETRAINED_GRAPHS = "check"  # MODEL.WEIGHTS from pretraining with other graphs: "check" refuses it, "adopt" builds with its graphs
+    cfg.SOLVER.AMP.DTYPE = "float16"  # autocast dtype of SOLVER.AMP.ENABLED: "float16" (CUDA) or "bfloat16" (CUDA, or the CPU: rwdet.engine.autocast)
     cfg.SOLVER.CHECKPOINT_ON_SIGNALS = ("SIGTERM",)  # signals that save a checkpoint at the current iteration and stop the run (a scheduler's preemption; add "SIGUSR1" for SLURM's --signal); () = off
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     cfg.MODEL.DEPLOY = CN()

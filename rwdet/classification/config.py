@@ -53,7 +53,8 @@ def get_cls_cfg() -> CN:
     _C.SOLVER.WARMUP_ITERS = 0  # linear warm-up iterations before the half-period cosine decay
     _C.SOLVER.WARMUP_FACTOR = 0.1  # learning-rate factor at the start of the warm-up
     _C.SOLVER.AMP = CN()
-    _C.SOLVER.AMP.ENABLED = True  # Detectron2's key: mixed precision (AMPTrainer); applies on CUDA only
+    _C.SOLVER.AMP.ENABLED = True  # Detectron2's key: mixed precision; on CUDA AMPTrainer, on the CPU only with DTYPE bfloat16
+    _C.SOLVER.AMP.DTYPE = "float16"  # autocast dtype: "float16" (CUDA) or "bfloat16" (CUDA, or the CPU: rwdet.engine.autocast)
     _C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
     _C.SOLVER.CHECKPOINT_ON_SIGNALS = ("SIGTERM",)  # signals that save a checkpoint at the current iteration and stop the run (a scheduler's preemption; add "SIGUSR1" for SLURM's --signal); () = off
 

@@ -26,6 +26,7 @@ from fvcore.common.param_scheduler import CosineParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..engine.autocast import build_step_trainer, check_amp
 from ..engine.defaults import DeferredWriters, ddp_on_cpu
 from ..engine.graphs import build_checkpointer, graph_table
 from ..engine.preemption import insert_preemption_hook
@@ -178,7 +179,8 @@ class ClassificationTrainer(DefaultTrainer):
 
     As Detectron2's ``auto_scale_workers`` does, the trainer runs on a copy of the config with
     two keys resolved: SOLVER.MAX_ITER (from SOLVER.EPOCHS when 0) and SOLVER.AMP.ENABLED
-    (False off CUDA: mixed precision is on CUDA only).
+    (:func:`rwdet.engine.autocast.check_amp`: on the CPU only with SOLVER.AMP.DTYPE bfloat16,
+    which trains under ``torch.autocast``).
 
     Attributes:
         net: the classifier, (B, 3, H, W) -> (B, K) logits (what the checkpoints hold).
@@ -200,10 +202,14 @@ class ClassificationTrainer(DefaultTrainer):
         cfg = cfg.clone()
         cfg.defrost()
         cfg.SOLVER.MAX_ITER = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
-        cfg.SOLVER.AMP.ENABLED = bool(cfg.SOLVER.AMP.ENABLED and _device(cfg).type == "cuda")
+        amp = check_amp(cfg, _device(cfg))  # on the CPU: bfloat16 autocast, or none
+        cfg.SOLVER.AMP.ENABLED = amp and _device(cfg).type == "cuda"  # what DefaultTrainer may build
         cfg.freeze()
         with ddp_on_cpu(_device(cfg)):
             super().__init__(cfg)
+        if amp:  # DefaultTrainer's AMPTrainer is fp16 and CUDA-only: the step trainer of SOLVER.AMP.DTYPE
+            self._trainer = build_step_trainer(cfg.SOLVER.AMP.DTYPE, self._trainer.model, self._trainer.data_loader,
+                                               self._trainer.optimizer, _device(cfg))
 
     @property
     def net(self) -> torch.nn.Module:

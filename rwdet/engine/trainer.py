@@ -7,6 +7,8 @@ import logging
 import os
 from collections import OrderedDict
 
+import torch
+
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, hooks
@@ -17,6 +19,7 @@ from tabulate import tabulate
 
 from ..data import NamingMapper, checked_coco_api
 from ..utils.io import atomic_write
+from .autocast import build_step_trainer, check_amp
 from .defaults import DeferredWriters, ddp_on_cpu
 from .graphs import build_checkpointer, graph_table
 from .preemption import insert_preemption_hook
@@ -56,9 +59,13 @@ class Trainer(DefaultTrainer):
         """Detectron2's ``DefaultTrainer.__init__``; on the CPU with several processes (gloo) the
         model is wrapped in DistributedDataParallel without device ids (:func:`ddp_on_cpu`).
 
+        SOLVER.AMP.ENABLED trains under autocast with SOLVER.AMP.DTYPE
+        (:mod:`rwdet.engine.autocast`: AMPTrainer on CUDA, bfloat16 autocast on the CPU).
+
         Raises:
             ValueError: torch's SyncBN ("SyncBN" in a NORM key) on the CPU with several
                 processes, where torch refuses it mid-training; Detectron2's "naiveSyncBN" works.
+                SOLVER.AMP.ENABLED on the CPU with a DTYPE other than bfloat16, or an unknown DTYPE.
         """
         if comm.get_world_size() > 1 and not str(cfg.MODEL.DEVICE).startswith("cuda"):
             keys = ("RANDWIRE.NORM", "FPN.NORM", "ROI_BOX_HEAD.NORM", "RESNETS.NORM")
@@ -68,8 +75,22 @@ class Trainer(DefaultTrainer):
                     f"MODEL.{sync[0]} SyncBN: torch's SyncBatchNorm needs GPUs, and this run has "
                     f"{comm.get_world_size()} CPU processes; set MODEL.{sync[0]} naiveSyncBN (Detectron2's "
                     "all-reduce SyncBN, works with gloo)")
+        device = torch.device(cfg.MODEL.DEVICE)
+        amp = check_amp(cfg, device)
+        if cfg.SOLVER.AMP.ENABLED != amp:  # AMP on the CPU without bfloat16: Detectron2 would fail at the first step
+            raise ValueError(f"SOLVER.AMP.ENABLED on {device.type} needs SOLVER.AMP.DTYPE 'bfloat16' (got "
+                             f"{cfg.SOLVER.AMP.DTYPE!r}): CPUs autocast to bfloat16 only")
+        built = cfg
+        if amp and device.type != "cuda":  # DefaultTrainer would build the CUDA-only AMPTrainer
+            built = cfg.clone()
+            built.defrost()
+            built.SOLVER.AMP.ENABLED = False
+            built.freeze()
         with ddp_on_cpu(cfg.MODEL.DEVICE):
-            super().__init__(cfg)
+            super().__init__(built)
+        if amp:  # DefaultTrainer's AMPTrainer is fp16 and CUDA-only: the step trainer of SOLVER.AMP.DTYPE
+            self._trainer = build_step_trainer(cfg.SOLVER.AMP.DTYPE, self._trainer.model, self._trainer.data_loader,
+                                               self._trainer.optimizer, device)
 
     def train(self):
         """Log the statistics of the backbone's random graphs (if any), then train."""
