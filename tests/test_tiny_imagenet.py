@@ -243,6 +243,20 @@ def test_pretraining_report_reads_the_runs_and_draws_the_curve(pretrained, tmp_p
     md = (tmp_path / "report" / "results.md").read_text()
     assert f"| {arch} | {arch} | tiny_imagenet 64 px | 1.33 of 1.33333 |" in md
     assert Image.open(tmp_path / "report" / "top1.png").size[0] > 100
+    # An evaluation that only the log holds (the process stopped before the metrics writer
+    # flushed it) still counts; where metrics.json has the iteration, its value wins over the log's.
+    from rwdet.analysis.pretraining import read_pretraining_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "log.txt", "a") as f:
+        f.write("[12/07 19:36:57 rwdet.classification.trainer]: Evaluation after 3 iterations: top-1 12.50%, "
+                "top-5 100.00% (12 images)\n"
+                "[12/07 19:36:58 rwdet.classification.trainer]: Evaluation after 2 iterations: top-1 99.00%, "
+                "top-5 100.00% (12 images)\n")
+    run = read_pretraining_run(str(copy))
+    assert [(e["iteration"], e["top1"]) for e in run["evaluations"]] == [
+        (2, report["evaluations"][0]["top1"]), (3, 12.5), (4, report["evaluations"][1]["top1"])]
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "compare_pretraining.py"), "--runs", str(tmp_path),
                           "--output-dir", str(tmp_path / "r2")], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                          capture_output=True, text=True, timeout=300)

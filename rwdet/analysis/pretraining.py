@@ -22,6 +22,7 @@ from .compare_backbones import _current_metrics_rows
 
 __all__ = ["read_pretraining_run", "format_pretraining_markdown", "plot_top1", "summary_rows"]
 
+_EVALUATION = re.compile(r"Evaluation after (\d+) iterations: top-1 ([\d.]+)%, top-5 ([\d.]+)%")
 _SCHEDULE = re.compile(r"Training (\S+) for (\d+) iterations \(([\d.]+) epochs of (\d+) images, (\d+) iterations each\)")
 
 
@@ -31,6 +32,9 @@ def read_pretraining_run(run_dir: str, label: Optional[str] = None) -> dict:
     Args:
         run_dir: the run's OUTPUT_DIR.
         label: its name in tables and pictures (default: MODEL.ARCH and the folder's name).
+
+    Evaluations come from metrics.json, and from the log's "Evaluation after N iterations" lines
+    for any that metrics.json lacks (a process stopped before Detectron2's writer flushed them).
 
     Returns:
         ``{"label", "run_dir", "arch", "dataset", "image_size", "batch", "max_iter",
@@ -52,13 +56,16 @@ def read_pretraining_run(run_dir: str, label: Optional[str] = None) -> dict:
         raise FileNotFoundError(f"{config_path} does not exist: {run_dir} is not a tools/pretrain_net.py run folder")
     with open(config_path, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
-    schedule = None
+    schedule, logged = None, {}
     if os.path.isfile(log_path):
         with open(log_path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 m = _SCHEDULE.search(line)
                 if m:
                     schedule = m
+                e = _EVALUATION.search(line)
+                if e:  # a later attempt's evaluation of the same iteration supersedes an earlier one
+                    logged[int(e.group(1))] = (float(e.group(2)), float(e.group(3)))
     if schedule is None:
         raise FileNotFoundError(f"{log_path} names no schedule ('Training ... iterations each'): the run has not started")
     max_iter, per_epoch, images = int(schedule.group(2)), int(schedule.group(5)), int(schedule.group(4))
@@ -67,10 +74,11 @@ def read_pretraining_run(run_dir: str, label: Optional[str] = None) -> dict:
     # Detectron2 logs a periodic evaluation at the 0-based index of the step just done, and the
     # final one (after_train) at the run's length: iterations done = min(index + 1, MAX_ITER).
     done = [min(int(r["iteration"]) + 1, max_iter) for r in rows if "top1" in r]
-    evaluations = [
-        {"iteration": n, "epoch": n / per_epoch, "top1": float(r["top1"]), "top5": float(r["top5"])}
-        for n, r in zip(done, [r for r in rows if "top1" in r])
-    ]
+    found = {n: (float(r["top1"]), float(r["top5"])) for n, r in zip(done, [r for r in rows if "top1" in r])}
+    # An evaluation the log holds but metrics.json lacks: a process stopped before Detectron2's
+    # writer flushed it (it writes every 20 iterations); the log line is the run's own record.
+    found.update({n: v for n, v in logged.items() if n not in found})
+    evaluations = [{"iteration": n, "epoch": n / per_epoch, "top1": t1, "top5": t5} for n, (t1, t5) in sorted(found.items())]
     last = min(max((int(r["iteration"]) for r in rows), default=-1), max_iter - 1)
     tag = os.path.join(run_dir, "last_checkpoint")
     checkpoint = open(tag).read().strip() if os.path.isfile(tag) else None
