@@ -50,7 +50,8 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         # tools/export_model.py and MODEL.DEPLOY.RUNTIME; versions that work beside numpy 1.26 and 2.x
-        # (onnx 1.18+ pulls ml_dtypes, which needs numpy 2; torch.onnx.export needs onnx)
-        "deploy": ["onnx==1.17.0", "onnxruntime==1.32.0", "openvino==2026.4.1"],
+        # (onnx 1.18+ pulls ml_dtypes, which needs numpy 2; torch.onnx.export needs onnx); nncf:
+        # int8 post-training quantization of OpenVINO models (MODEL.DEPLOY.PRECISION int8)
+        "deploy": ["onnx==1.17.0", "onnxruntime==1.32.0", "openvino==2026.4.1", "nncf==3.4.0"],
     },
 )

@@ -147,7 +147,9 @@ def add_randwire_config(cfg: CN) -> CN:
     cfg.TEST.FOLD_BN = True  # --eval-only folds each BN into the conv before it (deploy mode: same outputs, fewer ops)
     cfg.MODEL.DEPLOY = CN()
     cfg.MODEL.DEPLOY.PAD_CHANNELS = 0  # deploy rewrite: RandWire widths rounded up to a multiple of this with zero filters (same outputs; 16 = AVX-512 f32 block, docs/SPEED.md "Exact rewrites"); 0: off
-    cfg.MODEL.DEPLOY.PRECISION = "fp32"  # serving precision of the backbone+FPN: "fp32" (exact) or "bf16" (eager autocast, OpenVINO's bf16 hint, not ONNX Runtime; the heads stay fp32; docs/DEPLOY.md)
+    cfg.MODEL.DEPLOY.PRECISION = "fp32"  # serving precision of the backbone+FPN: "fp32" (exact), "bf16" (eager autocast, OpenVINO's bf16 hint, not ONNX Runtime) or "int8" (OpenVINO, NNCF post-training quantization); the heads stay fp32; docs/DEPLOY.md
+    cfg.MODEL.DEPLOY.CALIBRATION_IMAGES = 300  # int8: images of DATASETS.TRAIN (the first, test-time resize) that NNCF calibrates on at load
+    cfg.MODEL.DEPLOY.BACKBONE_EXPORT = ""  # a folder of tools/export_model.py --part backbone (e.g. an int8 IR): served by RUNTIME instead of exporting at load; "": export at load
     cfg.MODEL.DEPLOY.RUNTIME = ""  # where --eval-only / demo run the backbone+FPN: "" or "pytorch" (eager), "onnxruntime", "openvino", "torchscript" (exported at load, BN folded; heads stay PyTorch)
     return cfg
 

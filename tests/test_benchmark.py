@@ -331,6 +331,43 @@ def test_precision_setup_errors():
         default_setup("cpu", runtime="openvino", ref_runtime="onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="precision='int4' is unknown"):
         default_setup("cpu", precision="int4")
+    with pytest.raises(ValueError, match="precision='int8' is not served by runtime ''.*'openvino'"):
+        default_setup("cpu", precision="int8")
+    with pytest.raises(ValueError, match="ref_precision='int8' is not served by runtime ''"):
+        default_setup("cpu", runtime="openvino", precision="int8", ref_runtime="eager")
+    with pytest.raises(ValueError, match="reference='resnet'; allowed: 'pair', 'self'"):
+        default_setup("cpu", reference="resnet")
+    setup = default_setup("cpu", runtime="openvino", precision="int8", ref_runtime="eager", ref_precision="fp32",
+                          reference="self")
+    rw, ref = pair_specs(setup)["det_backbone"].sides
+    assert (rw.model, rw.opts, rw.role, ref.role) == (ref.model, ref.opts, "randwire", "reference")
+    assert [(setup.runtime_of(s), setup.precision_of(s)) for s in (rw, ref)] == [("openvino", "int8"), ("eager", "fp32")]
+
+
+def test_cli_int8_against_its_own_eager_fp32_interleaved(tmp_path):
+    """--reference self --runtime openvino --precision int8 --ref-runtime eager --ref-precision fp32:
+    RandWire quantized by NNCF against RandWire itself in eager fp32, in alternating rounds; the JSON
+    and the report say which side ran what, and the int8 logits are near (not equal to) fp32's."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "tools" / "benchmark.py"), "--device", "cpu", "--pairs", "cls_small",
+           "--size", "32", "--batch", "2", "--warmup", "0", "--iters", "1", "--rounds", "2", "--threads", "1",
+           "--no-flops", "--phases", "infer", "--reference", "self", "--runtime", "openvino", "--precision", "int8",
+           "--ref-runtime", "eager", "--ref-precision", "fp32", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    pair = data["pairs"]["cls_small"]
+    assert (pair["precision"], pair["ref_precision"], pair["runtime"], pair["ref_runtime"]) == (
+        "int8", "fp32", "openvino", "eager")
+    rw, ref = pair["sides"]["randwire"], pair["sides"]["reference"]
+    assert rw["model"]["model"] == ref["model"]["model"] == "randwire_cls" and rw["params"] == ref["params"]
+    assert rw["runtime"]["precision"].startswith("int8 (") and ref["runtime"] == {"name": "eager"}
+    assert 0 < rw["runtime"]["max_abs_err"] <= 0.2 * rw["runtime"]["max_abs_ref"] + 1e-3, rw["runtime"]
+    assert [e[2] for e in pair["log"]] == ["randwire", "reference", "reference", "randwire"]
+    assert data["setup"]["precision_note"].startswith("int8") and data["setup"]["ref_precision_note"] == "fp32"
+    assert "(openvino int8) |" in proc.stdout and "(eager fp32) |" in proc.stdout
+    assert "reference: RandWire itself" in proc.stdout
 
 
 @pytest.mark.parametrize("runtime", ["eager", "openvino"])

@@ -14,6 +14,9 @@
         --pairs cls_c109_b1 det_backbone det_trainable --batch 1
     # RandWire served by OpenVINO against ResNet-50 in eager PyTorch, interleaved
     python tools/benchmark.py --threads 2 --runtime openvino --ref-runtime eager --phases infer --batch 1 4
+    # RandWire served in OpenVINO int8 against RandWire itself in eager fp32, interleaved
+    python tools/benchmark.py --threads 2 --pairs cls_c109_b4 det_backbone --phases infer --reference self \
+        --runtime openvino --precision int8 --ref-runtime eager --ref-precision fp32
     # quick check
     python tools/benchmark.py --device cpu --size 64 --det-size 64x96 --batch 2 --warmup 0 --iters 1 --rounds 2
 
@@ -83,6 +86,8 @@ from typing import List, Optional
 #: What may run the inference rounds (rwdet.analysis.benchmark.specs.RUNTIMES; written out here so
 #: that --help needs no torch import).
 RUNTIME_CHOICES = ["eager", "onnxruntime", "openvino", "torchscript"]
+#: Inference precisions (rwdet.deploy.PRECISIONS).
+PRECISION_CHOICES = ["fp32", "bf16", "int8"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,10 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed steps per round and side (default: 2 on CPU, 20 on GPU)")
     p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BN into the convs for the inference rounds, on both sides (default: on)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="inference rounds' precision, both sides, as MODEL.DEPLOY.PRECISION serves it: eager "
-                        "autocast, OpenVINO's bf16 hint, TorchScript autocast; not onnxruntime (default: fp32). The "
-                        "JSON's setup.precision_note says whether this CPU runs bf16 natively or emulated")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                   help="inference rounds' precision, both sides, as MODEL.DEPLOY.PRECISION serves it: bf16 in eager "
+                        "autocast, OpenVINO's bf16 hint, TorchScript autocast (not onnxruntime); int8 in OpenVINO only "
+                        "(NNCF, calibrated on the benchmark's own input: speed only) (default: fp32). The JSON's "
+                        "setup.precision_note says whether this CPU runs it natively or emulated")
+    p.add_argument("--ref-precision", choices=PRECISION_CHOICES, default=None,
+                   help="the reference side's precision when it differs from RandWire's (default: --precision)")
+    p.add_argument("--reference", choices=["pair", "self"], default=None,
+                   help="pair: each pair's own reference network (default); self: RandWire itself, e.g. "
+                        "--runtime openvino --precision int8 --reference self --ref-runtime eager --ref-precision fp32 "
+                        "times RandWire served in int8 against RandWire in eager fp32, interleaved")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=None,
                    help="autocast dtype, both sides (fp16: CUDA only; bf16: CUDA or CPU)")
     p.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default=None,
@@ -174,6 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             bccd_root=args.bccd_root, seed=args.seed, flops=not args.no_flops, random_heads=args.random_heads,
             channels_last=args.channels_last, profile=args.profile, runtime=args.runtime, phases=args.phases,
             pad_channels=args.pad_channels, ref_runtime=args.ref_runtime, precision=args.precision,
+            ref_precision=args.ref_precision, reference=args.reference,
         )
         select_pairs(args.pairs, setup)
     except (ValueError, ImportError) as exc:

@@ -6,11 +6,18 @@
         MODEL.WEIGHTS output/bccd_randwire/model_final.pth
     python tools/export_model.py --config-file CONFIG --format openvino --part backbone \\
         --output exported_bb/ --run-eval MODEL.WEIGHTS model_final.pth
+    python tools/export_model.py --config-file CONFIG --format openvino --part backbone --precision int8 \\
+        --output exported_int8/ --run-eval MODEL.WEIGHTS model_final.pth   # NNCF int8 IR, its COCO AP
 
 --format onnx | openvino | torchscript; --export-method tracing (Detectron2's TracingAdapter;
 caffe2_tracing and scripting are not supported); --part model (default: the whole detector, as
 upstream) or backbone (the backbone+FPN alone: image batch -> p2..p6, for serving with
 Detectron2's heads in PyTorch, see MODEL.DEPLOY.RUNTIME). BatchNorm is folded before export.
+--precision fp32 (default) | bf16 | int8: the precision the export is served at. bf16 keeps the
+f32 file and records bf16 in backbone.json (OpenVINO's bf16 hint, TorchScript autocast; not
+ONNX Runtime); int8 (--format openvino --part backbone) quantizes the IR with NNCF, calibrated
+on the first MODEL.DEPLOY.CALIBRATION_IMAGES images of DATASETS.TRAIN (default 300; the number
+used goes into backbone.json). Serve an export with MODEL.DEPLOY.BACKBONE_EXPORT.
 --sample-image: the image traced (default: the first image of DATASETS.TEST). --run-eval:
 COCO AP of the exported model, run in its runtime (--runtime; default onnxruntime for onnx,
 openvino for openvino, torchscript for torchscript), on every DATASETS.TEST dataset, written
@@ -27,7 +34,7 @@ import sys
 
 def get_parser():
     """The argparse parser: Detectron2's export_model options plus --part and --runtime."""
-    from rwdet.deploy import FORMATS, PARTS, RUNTIMES
+    from rwdet.deploy import FORMATS, PARTS, PRECISIONS, RUNTIMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="detection config (a run's config.yaml)")
@@ -37,6 +44,9 @@ def get_parser():
     p.add_argument("--part", choices=PARTS, default="model",
                    help="model: the whole detector (default); backbone: the backbone+FPN alone")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model (created)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="served precision: fp32 (default), bf16 (recorded; OpenVINO or TorchScript), int8 (OpenVINO "
+                        "IR quantized by NNCF on DATASETS.TRAIN images; --part backbone)")
     p.add_argument("--sample-image", default=None, metavar="FILE",
                    help="image to trace with (default: the first image of DATASETS.TEST)")
     p.add_argument("--run-eval", action="store_true",
@@ -50,7 +60,7 @@ def get_parser():
 
 def check_args(parser, args):
     """Everything that can be checked before the model is built; exits 2 with a message."""
-    from rwdet.deploy import DEFAULT_RUNTIME, RUNTIMES, check_runtime
+    from rwdet.deploy import DEFAULT_RUNTIME, RUNTIMES, check_precision, check_runtime
 
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file {args.config_file!r} does not exist")
@@ -64,6 +74,13 @@ def check_args(parser, args):
     if args.format not in RUNTIMES[args.runtime]:
         parser.error(f"--runtime {args.runtime} cannot run --format {args.format}; allowed: "
                      f"{[r for r, f in RUNTIMES.items() if args.format in f]}")
+    if args.precision == "int8" and (args.format, args.part) != ("openvino", "backbone"):
+        parser.error(f"--precision int8 quantizes the backbone+FPN as an OpenVINO IR: use --format openvino --part "
+                     f"backbone (got --format {args.format} --part {args.part})")
+    try:
+        check_precision(args.precision, args.runtime, key="--precision")
+    except ValueError as e:
+        parser.error(str(e))
     try:
         check_runtime({"onnx": "onnxruntime"}.get(args.format, args.format), key="--format")
         if args.run_eval:
@@ -115,7 +132,9 @@ def main(argv=None):
     from detectron2.utils.logger import setup_logger
 
     from rwdet.data import prepare_datasets
-    from rwdet.deploy import ExportedDetector, RuntimeBackbone, export_backbone, export_model, prepare_for_export
+    from rwdet.deploy import (
+        ExportedDetector, RuntimeBackbone, calibration_batches, export_backbone, export_model, prepare_for_export,
+    )
     from rwdet.engine.checkpoint import load_for_inference
     from rwdet.engine.defaults import load_config
 
@@ -140,6 +159,9 @@ def main(argv=None):
         load_for_inference(model, cfg.MODEL.WEIGHTS)  # every parameter and buffer, or refused
         prepare_for_export(model.cpu(), cfg.MODEL.DEPLOY.PAD_CHANNELS)  # BN folded; widths padded if asked
         image = sample_image(cfg, args.sample_image)
+        # int8: DATASETS.TRAIN's first CALIBRATION_IMAGES images, checked and read before writing
+        calibration = (calibration_batches(cfg, model, cfg.MODEL.DEPLOY.CALIBRATION_IMAGES)
+                       if args.precision == "int8" else None)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         parser.error(str(e))
     logger.info("Exporting the %s as %s (tracing) to %s", "whole detector" if args.part == "model" else
@@ -150,20 +172,24 @@ def main(argv=None):
                            "(docs/DEPLOY.md, known limit): its detections differ. For parity, serve OpenVINO "
                            "with --part backbone or MODEL.DEPLOY.RUNTIME openvino")
         path, adapter = export_model(model, image, args.format, args.output)
-        exported = ExportedDetector(path, args.runtime, adapter.outputs_schema) if args.run_eval else None
+        exported = (ExportedDetector(path, args.runtime, adapter.outputs_schema, precision=args.precision)
+                    if args.run_eval else None)
     else:
         import torch
 
         with torch.no_grad():
             batch = model.preprocess_image([{"image": image}]).tensor  # normalised, padded
-        path = export_backbone(model.backbone, batch, args.format, args.output)
+        from rwdet.utils.io import file_sha256
+
+        path = export_backbone(model.backbone, batch, args.format, args.output, args.precision, calibration,
+                               weights_sha256=file_sha256(cfg.MODEL.WEIGHTS))
         if args.run_eval:
             model.backbone = RuntimeBackbone.from_export(args.output, args.runtime)
         exported = model
-    print(f"exported {args.part} ({args.format}) -> {path}")
+    print(f"exported {args.part} ({args.format}, {args.precision}) -> {path}")
     if not args.run_eval:
         return {}
-    logger.info("Evaluating the exported %s in %s", args.part, args.runtime)
+    logger.info("Evaluating the exported %s in %s at %s", args.part, args.runtime, args.precision)
     return evaluate(cfg, exported, args.output)
 
 

@@ -88,6 +88,6 @@ else
   pip_install opencv-python
 fi
 
-echo "[rwdet setup] installing rwdet (editable) with test and deploy requirements (onnx, onnxruntime, openvino)"
+echo "[rwdet setup] installing rwdet (editable) with test and deploy requirements (onnx, onnxruntime, openvino, nncf)"
 pip_install -e ".[test,deploy]"
 "$PY" -c "import rwdet, detectron2, torch; print('[rwdet setup] ok: rwdet', rwdet.__version__, '| detectron2', detectron2.__version__, '| torch', torch.__version__, '| CUDA', torch.cuda.is_available())"

@@ -23,7 +23,7 @@ import rwdet  # noqa: F401  (first: its warning filter must be in place before d
 from detectron2.engine import default_argument_parser, launch
 
 from rwdet.data import prepare_datasets
-from rwdet.deploy import apply_deploy_runtime, check_deploy_config
+from rwdet.deploy import apply_deploy_runtime, check_deploy_config, needs_calibration
 from rwdet.engine import AtomicCheckpointer, Trainer
 from rwdet.engine.defaults import begin_run, commit_run, load_config
 from rwdet.layers import fold_batchnorm
@@ -35,7 +35,8 @@ def main(args):
     cfg = begin_run(load_config(args.config_file, args.opts), args)
     check_deploy_config(cfg)  # --eval-only serving: MODEL.DEPLOY.RUNTIME known and installed, PAD_CHANNELS >= 0
     # On disk, images, boxes, NUM_CLASSES: before the model is built (evaluation: DATASETS.TEST).
-    prepare_datasets(cfg, ("TEST",) if args.eval_only else ("TRAIN", "TEST"))
+    # int8 serving calibrates on DATASETS.TRAIN, so it is checked then too.
+    prepare_datasets(cfg, ("TEST",) if args.eval_only and not needs_calibration(cfg) else ("TRAIN", "TEST"))
     logger = logging.getLogger("rwdet")
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -46,7 +47,8 @@ def main(args):
         if cfg.TEST.FOLD_BN:  # deploy mode: each BN folded into its conv
             fold_batchnorm(model.eval())
         # MODEL.DEPLOY.RUNTIME: the backbone+FPN exported and run in ONNX Runtime / OpenVINO;
-        # MODEL.DEPLOY.PAD_CHANNELS: RandWire widths padded with zero filters first
+        # MODEL.DEPLOY.PAD_CHANNELS: RandWire widths padded with zero filters first;
+        # MODEL.DEPLOY.PRECISION: fp32, bf16 or int8 (NNCF, calibrated on DATASETS.TRAIN)
         model = apply_deploy_runtime(cfg, model)
         commit_run(cfg)
         return Trainer.test(cfg, model)

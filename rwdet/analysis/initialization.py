@@ -9,7 +9,6 @@ initialisation, and check that the pretrained sides were pretrained alike.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Dict
 
@@ -17,6 +16,7 @@ import torch
 import yaml
 
 from ..engine.transfer import is_pretraining_checkpoint
+from ..utils.io import file_sha256
 
 __all__ = ["INIT_KEYS", "check_same_pretraining", "describe_init", "file_sha256", "init_label"]
 
@@ -30,15 +30,6 @@ INIT_KEYS = ("MODEL.WEIGHTS", "MODEL.BACKBONE.FREEZE_AT")
 RECIPE_SECTIONS = ("DATA", "SOLVER", "TEST", "SEED")
 
 _CACHE: Dict[tuple, dict] = {}
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file's bytes, hex (a checkpoint's identity in a run's record)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_init(cfg) -> dict:

@@ -13,5 +13,6 @@ from .pad import pad_randwire_channels  # noqa: F401
 from .precision import PRECISIONS, AutocastBackbone, check_precision, precision_note  # noqa: F401
 from .runtime import (  # noqa: F401
     DEFAULT_RUNTIME, DEPLOY_RUNTIMES, RUNTIMES, ExportedDetector, RuntimeBackbone, apply_deploy_runtime,
-    check_deploy_config, check_runtime, load_runner, serve_backbone,
+    check_deploy_config, check_export_weights, check_runtime, load_runner, needs_calibration, serve_backbone,
 )
+from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_batches, quantize_openvino  # noqa: F401

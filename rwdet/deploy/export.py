@@ -86,12 +86,14 @@ class BackboneAsTuple(nn.Module):
         return tuple(out[n] for n in self.names)
 
 
-def backbone_metadata(backbone: Backbone, fmt: str, file: str) -> dict:
+def backbone_metadata(backbone: Backbone, fmt: str, file: str, precision: str = "fp32", **extra) -> dict:
     """What a runtime needs to stand in for ``backbone`` (written beside the export as
-    ``backbone.json``): the output names in order, each one's channels and stride, and
-    ``size_divisibility`` / ``padding_constraints`` (read by Detectron2's ``preprocess_image``)."""
+    ``backbone.json``): the output names in order, each one's channels and stride,
+    ``size_divisibility`` / ``padding_constraints`` (read by Detectron2's ``preprocess_image``),
+    the precision it is served at, and ``extra`` items (e.g. ``weights_sha256``,
+    ``calibration_images``)."""
     return {
-        "format": fmt, "file": os.path.basename(file),
+        "format": fmt, "file": os.path.basename(file), "precision": precision, **extra,
         "outputs": list(backbone.output_shape()),
         "output_shape": {k: {"channels": s.channels, "stride": s.stride} for k, s in backbone.output_shape().items()},
         "size_divisibility": int(backbone.size_divisibility),
@@ -206,7 +208,8 @@ def backbone_dynamic_axes(names: Sequence[str]) -> dict:
     return axes
 
 
-def export_backbone(backbone: Backbone, sample: torch.Tensor, fmt: str, output_dir: str) -> str:
+def export_backbone(backbone: Backbone, sample: torch.Tensor, fmt: str, output_dir: str, precision: str = "fp32",
+                    calibration: Optional[Sequence] = None, **extra) -> str:
     """Export a (BN-folded, eval-mode) backbone+FPN to ``output_dir/backbone.{onnx,xml,ts}`` and
     write ``output_dir/backbone.json`` (:func:`backbone_metadata`).
 
@@ -217,21 +220,43 @@ def export_backbone(backbone: Backbone, sample: torch.Tensor, fmt: str, output_d
             takes any batch, H and W).
         fmt: one of :data:`FORMATS`.
         output_dir: created if missing.
+        precision: "fp32" or "bf16" (the same f32 file; bf16 is the precision it is served at,
+            recorded in ``backbone.json``), or "int8": ``fmt`` "openvino" only, the IR quantized
+            by NNCF on ``calibration`` (:func:`rwdet.deploy.quantize.quantize_openvino`).
+        calibration: int8: (1, 3, H, W) float32 arrays as ``sample``.
+        extra: more items for ``backbone.json``.
 
     Returns:
         The path of the model file.
 
     Raises:
-        ValueError: an unknown ``fmt`` (before anything is written).
+        ValueError: an unknown ``fmt``, int8 in another format than openvino or without
+            calibration (before anything is written).
     """
     _check_format(fmt)
+    if precision == "int8" and fmt != "openvino":
+        raise ValueError(f"int8 export is an OpenVINO IR quantized by NNCF: use format 'openvino', not {fmt!r}")
+    if precision == "int8" and not calibration:
+        raise ValueError("int8 export needs calibration images")
     wrapper = BackboneAsTuple(backbone).eval()
-    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, FILE_NAMES[fmt].format(part="backbone"))
-    _write(wrapper, sample, fmt, path, wrapper.names, backbone_dynamic_axes(wrapper.names))
+    if precision == "int8":
+        import openvino as ov
+
+        from .quantize import quantize_openvino
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            quantized = quantize_openvino(export_in_memory(wrapper, sample, fmt), calibration)
+        extra["calibration_images"] = len(calibration)
+        os.makedirs(output_dir, exist_ok=True)
+        ov.save_model(quantized, path, compress_to_fp16=False)
+    else:
+        os.makedirs(output_dir, exist_ok=True)
+        _write(wrapper, sample, fmt, path, wrapper.names, backbone_dynamic_axes(wrapper.names))
     with open(os.path.join(output_dir, "backbone.json"), "w", encoding="utf-8") as f:
-        json.dump(backbone_metadata(backbone, fmt, path), f, indent=2)
-    logger.info("Exported the backbone+FPN (%s) to %s", ", ".join(wrapper.names), path)
+        json.dump(backbone_metadata(backbone, fmt, path, precision, **extra), f, indent=2)
+    logger.info("Exported the backbone+FPN (%s) at %s to %s", ", ".join(wrapper.names), precision, path)
     return path
 
 

@@ -1,5 +1,5 @@
-"""Serving precision: fp32 (exact, the default) or bf16, for the backbone+FPN in eager PyTorch
-or in a runtime (MODEL.DEPLOY.PRECISION).
+"""Serving precision: fp32 (exact, the default), bf16 or int8, for the backbone+FPN in eager
+PyTorch or in a runtime (MODEL.DEPLOY.PRECISION).
 
 bf16 keeps fp32's exponent range with an 8-bit mantissa; CPUs with AVX512-BF16 or AMX run its
 dot products natively (``rwdet.utils.cpu.bf16_support``). In eager PyTorch the backbone+FPN
@@ -8,6 +8,9 @@ accumulating in f32; precision-sensitive ops stay f32) and hands f32 features to
 run as they are served today; in OpenVINO the CPU plugin's ``INFERENCE_PRECISION_HINT`` is bf16.
 Where the CPU has neither instruction set the arithmetic is emulated (converted to f32 and back),
 slower than fp32: rwdet says so in the log rather than report emulated speed as bf16's.
+
+int8 is OpenVINO's alone: the backbone+FPN quantized after training by NNCF, calibrated on
+training images (:mod:`rwdet.deploy.quantize`).
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ from typing import Dict
 import torch
 from detectron2.modeling import Backbone
 
-from ..utils.cpu import bf16_support
+from ..utils.cpu import bf16_support, int8_support
 
 __all__ = ["PRECISIONS", "AutocastBackbone", "check_precision", "precision_note"]
 
 logger = logging.getLogger(__name__)
 
 #: Values of MODEL.DEPLOY.PRECISION (and ``tools/benchmark.py --precision``).
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 #: Runtimes that serve each precision ("" and "pytorch": eager).
 SERVED = {"fp32": ("", "pytorch", "onnxruntime", "openvino", "torchscript"),
-          "bf16": ("", "pytorch", "openvino", "torchscript")}
+          "bf16": ("", "pytorch", "openvino", "torchscript"),
+          "int8": ("openvino",)}
+#: Why a runtime does not serve a precision (the refusal's reason).
+_WHY_NOT = {"bf16": "its CPU provider has no bf16 kernels",
+            "int8": "int8 is NNCF's post-training quantization of an OpenVINO model"}
 
 
 def check_precision(precision: str, runtime: str = "", key: str = "MODEL.DEPLOY.PRECISION") -> None:
@@ -36,19 +43,23 @@ def check_precision(precision: str, runtime: str = "", key: str = "MODEL.DEPLOY.
 
     Raises:
         ValueError: naming the key, the value and what is allowed (ONNX Runtime's CPU
-            provider has no bf16 convolutions: serve bf16 in OpenVINO or eager PyTorch).
+            provider has no bf16 convolutions: serve bf16 in OpenVINO or eager PyTorch; int8
+            runs in OpenVINO only, ``runtime`` "openvino").
     """
     if precision not in PRECISIONS:
         raise ValueError(f"{key}={precision!r} is unknown; allowed: {', '.join(repr(p) for p in PRECISIONS)}")
     if runtime not in SERVED[precision]:
-        raise ValueError(f"{key}={precision!r} is not served by runtime {runtime!r} (its CPU provider has no bf16 "
-                         f"kernels); {precision} runs in: {', '.join(repr(r) for r in SERVED[precision] if r)}")
+        raise ValueError(f"{key}={precision!r} is not served by runtime {runtime!r} ({_WHY_NOT[precision]}); "
+                         f"{precision} runs in: {', '.join(repr(r) for r in SERVED[precision] if r)}")
 
 
 def precision_note(precision: str) -> str:
     """One line for the log and the benchmark JSON: what runs at ``precision`` on this CPU."""
     if precision == "fp32":
         return "fp32"
+    if precision == "int8":
+        how = int8_support()
+        return f"int8 native ({how})" if how != "no VNNI" else "int8 WITHOUT VNNI: may be no faster than fp32"
     how = bf16_support()
     if how == "emulated":
         return "bf16 EMULATED: this CPU has neither AVX512-BF16 nor AMX; slower than fp32"

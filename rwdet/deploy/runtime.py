@@ -24,13 +24,15 @@ from detectron2.modeling import Backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
+from ..utils.io import file_sha256
 from .precision import AutocastBackbone, check_precision, precision_note
+from .quantize import calibration_batches, check_calibration_images, quantize_openvino
 from .export import (
     BackboneAsTuple, backbone_dynamic_axes, check_pad_channels, export_in_memory, prepare_for_export, shapes_from_metadata,
 )
 
 __all__ = ["RUNTIMES", "DEPLOY_RUNTIMES", "RuntimeBackbone", "ExportedDetector", "load_runner", "serve_backbone",
-           "apply_deploy_runtime", "check_runtime", "check_deploy_config"]
+           "apply_deploy_runtime", "check_runtime", "check_deploy_config", "check_export_weights", "needs_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +71,23 @@ def load_runner(model, runtime: str, threads: Optional[int] = None,
         runtime: one of :data:`RUNTIMES`. OpenVINO compiles with the inference precision of
             ``precision`` (f32 by default: its CPU plugin would otherwise pick bf16 on CPUs that
             have it).
-        precision: "fp32" or "bf16" (:mod:`rwdet.deploy.precision`): OpenVINO's
+        precision: "fp32", "bf16" or "int8" (:mod:`rwdet.deploy.precision`): OpenVINO's
             ``INFERENCE_PRECISION_HINT``, TorchScript under ``torch.autocast``; ONNX Runtime
-            serves fp32 only.
+            serves fp32 only. "int8" takes an OpenVINO model already quantized by NNCF
+            (:func:`rwdet.deploy.quantize.quantize_openvino`: its FakeQuantize nodes run int8,
+            every other op f32).
         threads: CPU threads of the runtime (ONNX Runtime ``intra_op_num_threads``, OpenVINO
             ``INFERENCE_NUM_THREADS`` with the ``LATENCY`` performance hint; TorchScript uses
             torch's threads); None: the runtime's default (all physical cores).
 
     The returned function carries the runtime's handle for inspection: ``.session`` (ONNX
     Runtime ``InferenceSession``) or ``.compiled`` (OpenVINO ``CompiledModel``), and
-    ``.precision``: what runs (OpenVINO: the precision its plugin compiled, read back).
+    ``.precision``: what runs (OpenVINO: the precision its plugin compiled, read back; int8:
+    the number of quantized inputs beside it).
 
     Raises:
-        ValueError: an unknown runtime or precision, or bf16 in ONNX Runtime.
+        ValueError: an unknown runtime or precision, bf16 in ONNX Runtime, int8 outside
+            OpenVINO, or int8 asked of a model that holds no FakeQuantize node (not quantized).
     """
     check_precision(precision, runtime, key="precision")
     if runtime == "onnxruntime":
@@ -100,17 +106,29 @@ def load_runner(model, runtime: str, threads: Optional[int] = None,
     if runtime == "openvino":
         import openvino as ov
 
+        core = ov.Core()
+        if isinstance(model, str):
+            model = core.read_model(model)
+        quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        if precision == "int8" and not quantized:
+            raise ValueError("precision 'int8' needs an int8 model (NNCF FakeQuantize nodes), and this one has none: "
+                             "export with tools/export_model.py --precision int8, or serve with "
+                             "MODEL.DEPLOY.PRECISION int8 (calibrated at load)")
+        if precision != "int8" and quantized:
+            raise ValueError(f"this OpenVINO model is quantized to int8 ({quantized} FakeQuantize nodes): serve it "
+                             f"at precision 'int8', not {precision!r}")
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads is not None:
             config.update(INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
-        compiled = ov.Core().compile_model(model, "CPU", config)
+        compiled = core.compile_model(model, "CPU", config)
         outputs = compiled.outputs
 
         def run_openvino(x):
             result = compiled({0: x})
             return [np.array(result[o], dtype=np.float32) for o in outputs]
         run_openvino.compiled = compiled
-        run_openvino.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        run_openvino.precision = f"int8 ({quantized} FakeQuantize), other ops {hint}" if quantized else hint
         return run_openvino
     if runtime == "torchscript":
         module = torch.jit.load(model, map_location="cpu") if isinstance(model, str) else model
@@ -168,16 +186,21 @@ class RuntimeBackbone(Backbone):
         return {n: torch.from_numpy(np.asarray(o)).to(x.device) for n, o in zip(self._out_features, outs)}
 
     @classmethod
-    def from_export(cls, folder: str, runtime: Optional[str] = None) -> "RuntimeBackbone":
+    def from_export(cls, folder: str, runtime: Optional[str] = None, precision: Optional[str] = None,
+                    threads: Optional[int] = None) -> "RuntimeBackbone":
         """Load ``folder/backbone.json`` and the model file it names.
 
         Args:
             folder: an export folder of ``--part backbone``.
             runtime: default the format's (:data:`DEFAULT_RUNTIME`); "openvino" also reads ONNX.
+            precision: None: the export's (``backbone.json``'s "precision", fp32 when absent);
+                an f32 export may also be served at "bf16"; an int8 export only at "int8".
+            threads: the runtime's CPU threads (None: its default).
 
         Raises:
             FileNotFoundError: no ``backbone.json`` or model file in ``folder``.
-            ValueError: a runtime that cannot read the export's format.
+            ValueError: a runtime that cannot read the export's format, or a precision the
+                export cannot be served at.
         """
         meta_path = os.path.join(folder, "backbone.json")
         if not os.path.isfile(meta_path):
@@ -188,11 +211,16 @@ class RuntimeBackbone(Backbone):
         if meta["format"] not in RUNTIMES.get(runtime, ()):
             raise ValueError(f"runtime {runtime!r} cannot run a {meta['format']} export; allowed: "
                              f"{[r for r, f in RUNTIMES.items() if meta['format'] in f]}")
+        exported = meta.get("precision", "fp32")
+        precision = precision or exported
+        if (exported == "int8") != (precision == "int8"):
+            raise ValueError(f"{folder} holds a {exported} export: it is served at "
+                             f"{'int8' if exported == 'int8' else 'fp32 or bf16'}, not {precision!r}")
         path = os.path.join(folder, meta["file"])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} (named in {meta_path}) does not exist")
-        return cls(load_runner(path, runtime), shapes_from_metadata(meta), meta["size_divisibility"],
-                   meta["padding_constraints"], runtime)
+        return cls(load_runner(path, runtime, threads=threads, precision=precision), shapes_from_metadata(meta),
+                   meta["size_divisibility"], meta["padding_constraints"], runtime)
 
 
 def _sample_image(backbone: Backbone, size: int = 256) -> torch.Tensor:
@@ -201,7 +229,8 @@ def _sample_image(backbone: Backbone, size: int = 256) -> torch.Tensor:
     return torch.zeros(1, 3, side, side)
 
 
-def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precision: str = "fp32") -> nn.Module:
+def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precision: str = "fp32",
+                   calibration: Optional[Sequence[np.ndarray]] = None) -> nn.Module:
     """Run ``model.backbone`` in ``runtime`` from now on: fold the model's BatchNorms, export
     its backbone+FPN in memory (ONNX bytes for onnxruntime, ``openvino.convert_model`` for
     openvino, ``torch.jit.trace`` for torchscript; dynamic batch, H and W) and put a
@@ -212,13 +241,16 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precis
         runtime: "onnxruntime", "openvino" or "torchscript".
         pad_channels: > 0: RandWire widths rounded up to a multiple of this before export
             (:func:`rwdet.deploy.pad_randwire_channels`; the same outputs); 0: off.
-        precision: "fp32" or "bf16" (:func:`load_runner`); the heads stay fp32.
+        precision: "fp32", "bf16" or "int8" (:func:`load_runner`); the heads stay fp32.
+        calibration: int8 only: the calibration inputs of the backbone+FPN
+            (:func:`rwdet.deploy.quantize.calibration_batches`), which NNCF quantizes with.
 
     Returns:
         ``model``, changed in place (eval mode).
 
     Raises:
-        ValueError: an unknown runtime, a model without a ``backbone``, or one already served.
+        ValueError: an unknown runtime, a model without a ``backbone``, one already served, or
+            int8 without calibration inputs.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is unknown; allowed: {', '.join(RUNTIMES)}")
@@ -226,6 +258,9 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precis
         raise ValueError(f"{type(model).__name__} has no Detectron2 backbone to run in {runtime}")
     if isinstance(model.backbone, RuntimeBackbone):
         raise ValueError(f"the backbone already runs in {model.backbone.runtime}; serve a PyTorch model")
+    check_precision(precision, runtime, key="precision")
+    if precision == "int8" and not calibration:
+        raise ValueError("int8 serving needs calibration inputs (rwdet.deploy.quantize.calibration_batches)")
     prepare_for_export(model, pad_channels)
     backbone = model.backbone
     wrapper = BackboneAsTuple(backbone).eval()
@@ -234,6 +269,8 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precis
         wrapper, sample = wrapper.cpu(), sample.cpu()
     exported = export_in_memory(wrapper, sample, RUNTIMES[runtime][0], wrapper.names,
                                 backbone_dynamic_axes(wrapper.names))
+    if precision == "int8":
+        exported = quantize_openvino(exported, calibration)
     runner = load_runner(exported, runtime, precision=precision)
     model.backbone = RuntimeBackbone(runner, backbone.output_shape(),
                                      backbone.size_divisibility, backbone.padding_constraints, runtime)
@@ -245,26 +282,60 @@ def serve_backbone(model: nn.Module, runtime: str, pad_channels: int = 0, precis
 def check_deploy_config(cfg) -> None:
     """Check the MODEL.DEPLOY keys before any work: RUNTIME known and installed
     (:func:`check_runtime`), PAD_CHANNELS an integer >= 0, PRECISION known and served by the
-    runtime (:func:`rwdet.deploy.precision.check_precision`).
+    runtime (:func:`rwdet.deploy.precision.check_precision`), CALIBRATION_IMAGES >= 1, and
+    BACKBONE_EXPORT (when set) a folder with ``backbone.json``, served by RUNTIME.
 
     Raises:
-        ValueError, ImportError: naming the key, the value and what is allowed.
+        ValueError, ImportError, FileNotFoundError: naming the key, the value and what is allowed.
     """
     check_runtime(cfg.MODEL.DEPLOY.RUNTIME)
     check_pad_channels(cfg.MODEL.DEPLOY.PAD_CHANNELS)
     check_precision(cfg.MODEL.DEPLOY.PRECISION, cfg.MODEL.DEPLOY.RUNTIME)
+    check_calibration_images(cfg.MODEL.DEPLOY.CALIBRATION_IMAGES)
+    folder = cfg.MODEL.DEPLOY.BACKBONE_EXPORT
+    if folder:
+        if cfg.MODEL.DEPLOY.RUNTIME in ("", "pytorch"):
+            raise ValueError(f"MODEL.DEPLOY.BACKBONE_EXPORT={folder!r} is served by a runtime: set "
+                             "MODEL.DEPLOY.RUNTIME to one that reads it (e.g. 'openvino')")
+        if not os.path.isfile(os.path.join(folder, "backbone.json")):
+            raise FileNotFoundError(f"MODEL.DEPLOY.BACKBONE_EXPORT={folder!r} holds no backbone.json: give a folder "
+                                    "written by tools/export_model.py --part backbone")
+
+
+def needs_calibration(cfg) -> bool:
+    """Whether serving ``cfg`` quantizes at load (MODEL.DEPLOY.PRECISION int8 without
+    BACKBONE_EXPORT), which reads DATASETS.TRAIN (:func:`rwdet.deploy.quantize.calibration_batches`)."""
+    return cfg.MODEL.DEPLOY.PRECISION == "int8" and not cfg.MODEL.DEPLOY.BACKBONE_EXPORT
+
+
+def check_export_weights(folder: str, weights: str) -> None:
+    """Refuse to serve an exported backbone+FPN beside heads from other weights: the export's
+    ``backbone.json`` names the SHA-256 of the checkpoint it was exported from.
+
+    Raises:
+        ValueError: naming both files, when the digests differ.
+    """
+    with open(os.path.join(folder, "backbone.json"), encoding="utf-8") as f:
+        exported_from = json.load(f).get("weights_sha256")
+    if exported_from and weights and os.path.isfile(weights) and file_sha256(weights) != exported_from:
+        raise ValueError(f"MODEL.DEPLOY.BACKBONE_EXPORT={folder!r} was exported from other weights than "
+                         f"MODEL.WEIGHTS={weights!r} (SHA-256 differs): its backbone would not fit these heads")
 
 
 def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
     """Apply the config's MODEL.DEPLOY keys to a loaded detector. RUNTIME "" or "pytorch" leave
     it in PyTorch; "onnxruntime", "openvino" or "torchscript" run its backbone+FPN there
-    (:func:`serve_backbone`). PAD_CHANNELS > 0 folds the BatchNorms and pads the RandWire widths
-    first (:func:`rwdet.deploy.pad_randwire_channels`), in either case. PRECISION "bf16" runs
-    the backbone+FPN in bf16 (eager: under ``torch.autocast``, :class:`AutocastBackbone`); the
-    heads stay fp32.
+    (:func:`serve_backbone`), exported at load, or read from BACKBONE_EXPORT (a folder of
+    ``tools/export_model.py --part backbone``). PAD_CHANNELS > 0 folds the BatchNorms and pads
+    the RandWire widths first (:func:`rwdet.deploy.pad_randwire_channels`), in either case.
+    PRECISION "bf16" runs the backbone+FPN in bf16 (eager: under ``torch.autocast``,
+    :class:`AutocastBackbone`); "int8" in OpenVINO, quantized by NNCF on the first
+    CALIBRATION_IMAGES images of DATASETS.TRAIN (:mod:`rwdet.deploy.quantize`) unless
+    BACKBONE_EXPORT holds an int8 export. The heads stay fp32.
 
     Raises:
-        ValueError, ImportError: as :func:`check_deploy_config`.
+        ValueError, ImportError, FileNotFoundError: as :func:`check_deploy_config`, and
+            :func:`check_export_weights`.
     """
     check_deploy_config(cfg)
     runtime, pad, precision = cfg.MODEL.DEPLOY.RUNTIME, cfg.MODEL.DEPLOY.PAD_CHANNELS, cfg.MODEL.DEPLOY.PRECISION
@@ -274,7 +345,18 @@ def apply_deploy_runtime(cfg, model: nn.Module) -> nn.Module:
             model.backbone = AutocastBackbone(model.backbone, torch.bfloat16)
             logger.info("Serving: the backbone+FPN runs in eager PyTorch at %s; the heads fp32", precision_note(precision))
         return model
-    return serve_backbone(model, runtime, pad, precision)
+    folder = cfg.MODEL.DEPLOY.BACKBONE_EXPORT
+    if folder:
+        check_export_weights(folder, cfg.MODEL.WEIGHTS)
+        prepare_for_export(model)  # eval mode; the backbone is replaced whole (PAD_CHANNELS was the export's)
+        model.backbone = RuntimeBackbone.from_export(folder, runtime, precision)
+        logger.info("Serving: the backbone+FPN of %s runs in %s at %s (runs: %s); the heads in PyTorch, fp32",
+                    folder, runtime, precision_note(precision), model.backbone._runner.precision)
+        return model
+    calibration = None
+    if precision == "int8":
+        calibration = calibration_batches(cfg, model, cfg.MODEL.DEPLOY.CALIBRATION_IMAGES)
+    return serve_backbone(model, runtime, pad, precision, calibration)
 
 
 class ExportedDetector:
@@ -287,13 +369,14 @@ class ExportedDetector:
         outputs_schema: the ``TracingAdapter``'s ``outputs_schema`` (it rebuilds ``Instances``
             from the flat outputs); it is not stored in the file, so evaluate in the process
             that exported, as upstream does.
+        precision: "fp32" or "bf16" (:func:`load_runner`).
 
     Call: ``[{"image": (3, H, W) tensor resized for the model, "height": h, "width": w}, ...]``
     -> ``[{"instances": Instances in the (h, w) original image}]`` (one image per run).
     """
 
-    def __init__(self, path: str, runtime: str, outputs_schema):
-        self.runner = load_runner(path, runtime)
+    def __init__(self, path: str, runtime: str, outputs_schema, precision: str = "fp32"):
+        self.runner = load_runner(path, runtime, precision=precision)
         self.outputs_schema = outputs_schema
         self.runtime = runtime
 

@@ -8,7 +8,7 @@ import platform
 import re
 from typing import FrozenSet
 
-__all__ = ["cpu_flags", "cpu_model_name", "bf16_support"]
+__all__ = ["cpu_flags", "cpu_model_name", "bf16_support", "int8_support"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,3 +43,15 @@ def bf16_support() -> str:
     if "avx512_bf16" in flags:
         return "avx512_bf16"
     return "emulated"
+
+
+def int8_support() -> str:
+    """How this CPU runs int8 convolutions: ``"amx"`` (AMX int8 tiles), ``"avx512_vnni"`` or
+    ``"avx_vnni"`` (8-bit dot products accumulating in int32, one instruction), or ``"no VNNI"``
+    (OpenVINO's CPU plugin still runs int8, on AVX2 / AVX-512 multiply-add sequences, which may
+    be no faster than f32)."""
+    flags = cpu_flags()
+    for flag, name in (("amx_int8", "amx"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni")):
+        if flag in flags:
+            return name
+    return "no VNNI"

@@ -7,12 +7,13 @@ analysis tools all write through :func:`atomic_write`.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import re
 from typing import List
 
-__all__ = ["atomic_write", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "file_sha256", "remove_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +53,12 @@ def atomic_write(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, hex (a checkpoint's identity in a run's record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

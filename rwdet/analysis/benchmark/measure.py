@@ -220,7 +220,7 @@ class ModelBench:
     def _infer_autocast(self):
         """The inference rounds' autocast: bf16 with ``precision`` bf16 in eager PyTorch (a
         runtime runs its own precision), else :meth:`_autocast`."""
-        if self.setup.precision == "bf16" and self.setup.runtime_of(self.side) == "eager":
+        if self.setup.precision_of(self.side) == "bf16" and self.setup.runtime_of(self.side) == "eager":
             return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
         return self._autocast()
 
@@ -249,7 +249,7 @@ class ModelBench:
         2 x ``iters`` runs on the side's own input (:func:`runtimes.openvino_layer_times`)."""
         self.deploy()
         return openvino_layer_times(self._runner.exported, self._runner_input, self.setup.threads,
-                                    2 * self.setup.iters)
+                                    2 * self.setup.iters, self.setup.precision_of(self.side))
 
     def onednn(self, phase: str) -> Dict[str, float]:
         """``iters`` steps of ``phase`` with oneDNN's verbose log on, after that phase's rounds.
@@ -410,7 +410,7 @@ class ModelBench:
         from ...deploy import BackboneAsTuple, RuntimeBackbone
         from ...deploy.export import backbone_dynamic_axes
 
-        runtime, threads, precision = self.setup.runtime_of(self.side), self.setup.threads, self.setup.precision
+        runtime, threads, precision = self.setup.runtime_of(self.side), self.setup.threads, self.setup.precision_of(self.side)
         with torch.no_grad():
             if self.side.kind == "cls":
                 ref = [self.model(self.x)]

@@ -106,7 +106,10 @@ def markdown_report(result: Dict[str, Any]) -> str:
         f"compile {s['compile']}; deploy (BN folded for inference) {'on' if s['deploy'] else 'off'}; "
         f"memory format {'channels_last (NHWC)' if s.get('channels_last') else 'contiguous (NCHW)'}",
         f"- {s['rounds']} interleaved rounds; per round and side {s['warmup']} warm-up + {s['iters']} timed steps",
-        f"- machine: {s.get('machine', '?')}; inference precision: {s.get('precision_note', s.get('precision', 'fp32'))}",
+        f"- machine: {s.get('machine', '?')}; inference precision: {s.get('precision_note', s.get('precision', 'fp32'))}"
+        + (f" for RandWire, {s['ref_precision_note']} for the reference"
+           if s.get("ref_precision_note", s.get("precision_note")) != s.get("precision_note") else "")
+        + ("; reference: RandWire itself" if s.get("reference") == "self" else ""),
         f"- inference runtime: {s.get('runtime', 'eager')}"
         + (f" for RandWire, {s['ref_runtime']} for the reference" if s.get("ref_runtime") not in (None, s.get("runtime")) else "")
         + ("" if s.get("runtime", "eager") == "eager" else
@@ -125,7 +128,12 @@ def markdown_report(result: Dict[str, Any]) -> str:
             lines.append(f"Failed: {p['error'].splitlines()[0]}")
             continue
         rw, ref = p["sides"]["randwire"], p["sides"]["reference"]
-        lines += [f"| | {rw['label']} | {ref['label']} | ratio: median [min-max] |", "|---|---|---|---|"]
+        heads = [rw["label"], ref["label"]]
+        serving = [f"{p.get('runtime', 'eager')} {p.get('precision', 'fp32')}",
+                   f"{p.get('ref_runtime') or p.get('runtime', 'eager')} {p.get('ref_precision', p.get('precision', 'fp32'))}"]
+        if serving[0] != serving[1]:  # say which side runs what
+            heads = [f"{h} ({v})" for h, v in zip(heads, serving)]
+        lines += [f"| | {heads[0]} | {heads[1]} | ratio: median [min-max] |", "|---|---|---|---|"]
 
         def row(title: str, key: str, fmt: str, ratio: Optional[str] = None, scale: float = 1.0) -> None:
             """One table row: both sides' medians and the ratio cell."""

@@ -50,6 +50,8 @@ def run_pair(pair: PairSpec, setup: BenchmarkSetup, log: Callable[[str], None] =
     out: Dict[str, Any] = {"title": pair.title, "kind": pair.kind, "batch": pair.batch, "input_size": list(pair.size),
                            "sides": {name: {"model": asdict(s)} for name, s in zip(SIDES, pair.sides)},
                            "runtime": setup.runtime, "ref_runtime": setup.runtime_of(pair.sides[1]),
+                           "precision": setup.precision_of(pair.sides[0]),
+                           "ref_precision": setup.precision_of(pair.sides[1]),
                            "phases": phases, "log": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rwdet-bench-") as log_dir:
@@ -129,6 +131,7 @@ def run_benchmark(setup: BenchmarkSetup, pairs: Optional[Iterable[str]] = None, 
     result: Dict[str, Any] = {
         "setup": {**asdict(setup), "torch": torch.__version__, "machine": machine_description(),
                   "precision_note": precision_note(setup.precision),
+                  "ref_precision_note": precision_note(setup.ref_precision or setup.precision),
                   "command": command, "pairs": [p.name for p in chosen]},
         "runtime": setup.runtime,
         "method": METHOD_NOTE,

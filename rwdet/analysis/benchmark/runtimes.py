@@ -93,7 +93,8 @@ def runtime_runner(module: nn.Module, sample: torch.Tensor, runtime: str, thread
                    output_names: Sequence[str], dynamic_axes: Optional[dict] = None, precision: str = "fp32",
                    ) -> Tuple[Callable[[np.ndarray], List[np.ndarray]], Dict[str, Any]]:
     """Export ``module`` (:func:`export_module`) and load it in ``runtime`` with ``threads`` at
-    ``precision`` (:func:`rwdet.deploy.load_runner`).
+    ``precision`` (:func:`rwdet.deploy.load_runner`). int8 (OpenVINO): the export is quantized by
+    NNCF first, calibrated on ``sample`` alone (speed does not depend on the ranges it sets).
 
     Returns:
         (runner: float32 array -> list of output arrays, ``{"name": runtime, "reorders": int or
@@ -102,6 +103,10 @@ def runtime_runner(module: nn.Module, sample: torch.Tensor, runtime: str, thread
     from ...deploy import load_runner
 
     exported = export_module(module, sample, runtime, output_names, dynamic_axes)
+    if precision == "int8":
+        from ...deploy.quantize import quantize_openvino
+
+        exported = quantize_openvino(exported, [sample.detach().cpu().numpy()])
     runner = load_runner(exported, runtime, threads=threads, precision=precision)
     runner.exported = exported  # for openvino_layer_times
     return runner, {"name": runtime, "reorders": count_reorders(exported, runner, runtime, threads),
@@ -149,24 +154,26 @@ def openvino_layer_kind(node_type: str, exec_type: str) -> str:
     return node_type
 
 
-def openvino_layer_times(exported: Any, sample: np.ndarray, threads: Optional[int], iters: int) -> Dict[str, float]:
+def openvino_layer_times(exported: Any, sample: np.ndarray, threads: Optional[int], iters: int,
+                         precision: str = "fp32") -> Dict[str, float]:
     """Where an OpenVINO inference's time goes: ``exported`` compiled as :func:`rwdet.deploy.load_runner`
-    compiles it (f32, ``threads``, ``LATENCY``) plus ``PERF_COUNT``, run ``iters`` times after 2
-    warm-up runs; OpenVINO's own per-layer ``real_time`` summed per layer kind
-    (:func:`openvino_layer_kind`).
+    compiles it (``precision``'s hint: bf16 for "bf16", else f32; ``threads``, ``LATENCY``) plus
+    ``PERF_COUNT``, run ``iters`` times after 2 warm-up runs; OpenVINO's own per-layer
+    ``real_time`` summed per layer kind (:func:`openvino_layer_kind`).
 
     Args:
         exported: an ``openvino.Model`` (what :func:`export_module` gives for "openvino").
         sample: the input, float32.
         threads: CPU threads (None: OpenVINO's default).
         iters: measured runs (>= 1).
+        precision: "fp32", "bf16" or "int8" (an int8 ``exported`` is already quantized).
 
     Returns:
         ``{kind: ms per run, ..., "total": ms per run}`` (the total of the executed layers).
     """
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERF_COUNT": True}
     if threads is not None:
         config.update(INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
     request = ov.Core().compile_model(exported, "CPU", config).create_infer_request()

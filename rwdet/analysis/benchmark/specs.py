@@ -34,6 +34,8 @@ SIDES = ("randwire", "reference")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 #: ``BenchmarkSetup.runtime`` values (:mod:`rwdet.analysis.benchmark.runtimes`).
 RUNTIMES = ("eager", "onnxruntime", "openvino", "torchscript")
+#: ``BenchmarkSetup.reference`` values: each pair's own reference network, or RandWire itself.
+REFERENCES = ("pair", "self")
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -106,10 +108,18 @@ class BenchmarkSetup:
         phases: the phases to measure, a non-empty subset of :data:`PHASES` (e.g. ("infer",)
             to skip the training rounds); pairs of :data:`INFER_ONLY_KINDS` skip "train" anyway.
         precision: the inference rounds' precision on both sides, as MODEL.DEPLOY.PRECISION
-            serves it (:mod:`rwdet.deploy.precision`): "fp32", or "bf16" (eager: under
+            serves it (:mod:`rwdet.deploy.precision`): "fp32", "bf16" (eager: under
             ``torch.autocast``; OpenVINO: its bf16 hint; TorchScript: autocast; not ONNX
-            Runtime). Training rounds follow ``amp``. The JSON says whether bf16 ran natively or
-            emulated on this CPU.
+            Runtime) or "int8" (OpenVINO only: NNCF post-training quantization, calibrated on
+            the side's own benchmark input, which is enough for speed; AP comes from
+            ``tools/export_model.py --precision int8 --run-eval``). Training rounds follow
+            ``amp``. The JSON says whether the CPU runs it natively or emulated.
+        ref_precision: the reference side's precision when it differs from RandWire's; None:
+            ``precision``.
+        reference: "pair": each pair's own reference network (ResNet-50, MobileNetV2,
+            R50-FPN); "self": the RandWire side itself, so that a pair times RandWire at
+            (``runtime``, ``precision``) against RandWire at (``ref_runtime``, ``ref_precision``),
+            e.g. OpenVINO int8 against eager fp32, in the same interleaved rounds.
     """
 
     device: str
@@ -138,13 +148,22 @@ class BenchmarkSetup:
     pad_channels: int = 0
     ref_runtime: Optional[str] = None
     precision: str = "fp32"
+    ref_precision: Optional[str] = None
+    reference: str = "pair"
 
     def runtime_of(self, side: "SideSpec") -> str:
-        """The inference runtime of ``side``: ``runtime`` for a RandWire side, ``ref_runtime``
+        """The inference runtime of ``side``: ``runtime`` for the RandWire side, ``ref_runtime``
         (default ``runtime``) for the reference."""
-        if side.model.startswith("randwire") or self.ref_runtime is None:
+        if side.role != "reference" or self.ref_runtime is None:
             return self.runtime
         return self.ref_runtime
+
+    def precision_of(self, side: "SideSpec") -> str:
+        """The inference precision of ``side``: ``precision`` for the RandWire side,
+        ``ref_precision`` (default ``precision``) for the reference."""
+        if side.role != "reference" or self.ref_precision is None:
+            return self.precision
+        return self.ref_precision
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
@@ -193,10 +212,14 @@ class BenchmarkSetup:
         self._check_runtime()
         from ...deploy import check_precision
 
-        for key, runtime in (("runtime", self.runtime), ("ref_runtime", self.ref_runtime or self.runtime)):
-            check_precision(self.precision, "" if runtime == "eager" else runtime, key="precision")
-        if self.precision != "fp32" and self.amp not in ("none", self.precision):
-            raise ValueError(f"precision={self.precision!r} does not go with amp={self.amp!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference={self.reference!r}; allowed: {', '.join(repr(r) for r in REFERENCES)}")
+        for key, runtime, precision in (("precision", self.runtime, self.precision),
+                                        ("ref_precision", self.ref_runtime or self.runtime,
+                                         self.ref_precision or self.precision)):
+            check_precision(precision, "" if runtime == "eager" else runtime, key=key)
+            if precision not in ("fp32", "int8") and self.amp not in ("none", precision):
+                raise ValueError(f"{key}={precision!r} does not go with amp={self.amp!r}")
 
     def _check_runtime(self) -> None:
         """Raise ValueError if ``runtime`` or ``ref_runtime`` is unknown or does not go with the
@@ -263,11 +286,14 @@ class SideSpec:
         config: config file, absolute or relative to the repository root (a model-zoo name for
             "r50fpn_det" and "r50fpn_backbone"; "" for "mobilenet_v2_cls").
         opts: ``KEY VALUE`` overrides of the config.
+        role: "randwire" (the ratios' numerator) or "reference" (set by :func:`pair_specs`;
+            it picks the side's runtime and precision).
     """
 
     model: str
     config: str = ""
     opts: Tuple[str, ...] = ()
+    role: str = "randwire"
 
     @property
     def kind(self) -> str:
@@ -331,6 +357,14 @@ def pair_specs(setup: BenchmarkSetup) -> Dict[str, PairSpec]:
         (SideSpec("randwire_backbone", DET_CONFIG, tuple(_freeze_opts(0, "BN", True)) + rw),
          SideSpec("r50fpn_backbone", R50_FPN_CONFIG, tuple(_freeze_opts(0, "BN", False)) + r50)),
     )
+    for name, pair in pairs.items():
+        rw_side, ref_side = pair.sides
+        if setup.reference == "self":
+            title = pair.title.split(" vs ")[0] + " vs itself at the reference runtime and precision"
+            pair = replace(pair, title=title, sides=(rw_side, replace(rw_side, role="reference")))
+        else:
+            pair = replace(pair, sides=(rw_side, replace(ref_side, role="reference")))
+        pairs[name] = pair
     return pairs
 
 
