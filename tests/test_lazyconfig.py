@@ -67,12 +67,15 @@ def _lazy_train(args, tmp_path):
 
 
 def test_two_iterations_on_bccd_through_the_lazy_path(tmp_path):
+    """Two bf16 iterations (train.amp.enabled on a CPU: autocast, as SOLVER.AMP.DTYPE bfloat16 in
+    the YAML trainers), evaluated; a wrong root and float16 on a CPU are refused before writing."""
     root = bccd_root_or_skip()
     config = model_zoo.get_config_file("bccd/faster_rcnn_randwire_ws_small_bccd.py")
     out = tmp_path / "run"
     proc = _lazy_train(["--config-file", config, f"datasets.bccd_root={root}", "train.max_iter=2",
-                        f"train.output_dir={out}"], tmp_path)
+                        f"train.output_dir={out}", "train.amp.enabled=True"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Mixed precision: bfloat16 in AutocastTrainer" in proc.stderr + proc.stdout
     results = json.loads((out / "eval_results.json").read_text())["bccd_test"]["bbox"]
     assert {"AP", "AP50", "AP-RBC", "AP-WBC", "AP-Platelets"} <= set(results)
     assert torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["iteration"] == 1
@@ -82,3 +85,6 @@ def test_two_iterations_on_bccd_through_the_lazy_path(tmp_path):
     proc = _lazy_train(["--config-file", config, f"datasets.bccd_root={tmp_path / 'nowhere'}", "train.max_iter=2",
                         f"train.output_dir={bad}"], tmp_path)
     assert proc.returncode != 0 and "nowhere" in proc.stderr and not bad.exists()
+    proc = _lazy_train(["--config-file", config, f"datasets.bccd_root={root}", "train.amp.enabled=True",
+                        "train.amp.precision=float16", f"train.output_dir={bad}"], tmp_path)
+    assert proc.returncode != 0 and "CPUs autocast to 'bfloat16' only" in proc.stderr and not bad.exists()

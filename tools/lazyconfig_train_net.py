@@ -20,13 +20,15 @@ import os
 
 import rwdet  # noqa: F401  (first: its warning filter must be in place before detectron2 is imported)
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import (AMPTrainer, SimpleTrainer, default_argument_parser, default_setup, default_writers,
-                               hooks, launch)
+import torch
+from detectron2.engine import (SimpleTrainer, default_argument_parser, default_setup, default_writers, hooks,
+                               launch)
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
+from rwdet.engine.autocast import AMP_DTYPES, build_step_trainer
 from rwdet.engine.checkpoint import AtomicCheckpointer, load_for_inference
 from rwdet.engine.preemption import PreemptionCheckpoint
 from rwdet.engine.trainer import save_results
@@ -46,16 +48,37 @@ def do_test(cfg, model):
     return ret
 
 
+def amp_dtype(cfg) -> str:
+    """``train.amp.precision`` ("float16" or "bfloat16", as SOLVER.AMP.DTYPE in the YAML trainers);
+    default: float16 on CUDA (Detectron2's AMPTrainer), bfloat16 on a CPU.
+
+    Raises:
+        ValueError: an unknown precision, or float16 on a CPU (CPUs autocast to bfloat16 only).
+    """
+    on_cuda = str(cfg.train.device).startswith("cuda")
+    dtype = cfg.train.amp.get("precision", "float16" if on_cuda else "bfloat16")
+    if dtype not in AMP_DTYPES:
+        raise ValueError(f"train.amp.precision={dtype!r} is unknown; allowed: {', '.join(map(repr, AMP_DTYPES))}")
+    if cfg.train.amp.enabled and not on_cuda and dtype != "bfloat16":
+        raise ValueError(f"train.amp.precision={dtype!r} on {cfg.train.device}: CPUs autocast to 'bfloat16' only")
+    return dtype
+
+
 def do_train(args, cfg, model, train_loader):
-    """Detectron2's loop (SimpleTrainer / AMPTrainer) with its hooks, rwdet's AtomicCheckpointer
-    and the PreemptionCheckpoint (SIGTERM: a checkpoint at the current iteration, then exit)."""
+    """Detectron2's loop (SimpleTrainer; with ``train.amp.enabled``, AMPTrainer on CUDA or bf16
+    autocast on a CPU: :func:`amp_dtype`) with its hooks, rwdet's AtomicCheckpointer and the
+    PreemptionCheckpoint (SIGTERM: a checkpoint at the current iteration, then exit)."""
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
     ddp = dict(cfg.train.ddp)
     if not str(cfg.train.device).startswith("cuda"):
         ddp["device_ids"] = None  # DistributedDataParallel on CPUs (gloo) takes no device ids
     model = create_ddp_model(model, **ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    if cfg.train.amp.enabled:  # AMPTrainer on CUDA, bf16 autocast on a CPU (rwdet.engine.autocast)
+        trainer = build_step_trainer(amp_dtype(cfg), model, train_loader, optim, torch.device(cfg.train.device))
+        logger.info("Mixed precision: %s in %s", amp_dtype(cfg), type(trainer).__name__)
+    else:
+        trainer = SimpleTrainer(model, train_loader, optim)
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks([
         hooks.IterationTimer(),
@@ -84,6 +107,7 @@ def main(args):
         load_for_inference(model, cfg.train.init_checkpoint)  # every tensor from the checkpoint
         return do_test(cfg, create_ddp_model(model))
     train_loader = instantiate(cfg.dataloader.train)
+    amp_dtype(cfg)  # checked before anything is written
     os.makedirs(cfg.train.output_dir, exist_ok=True)
     default_setup(cfg, args)
     return do_train(args, cfg, model, train_loader)

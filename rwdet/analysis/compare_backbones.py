@@ -53,6 +53,7 @@ __all__ = [
     "TrainingDiverged",
     "backbone_label",
     "backbone_norm",
+    "current_metrics_rows",
     "check_same_setup",
     "count_flops",
     "format_markdown",
@@ -217,7 +218,7 @@ def _same_config(cfg, recorded_hash: Optional[str], run_dir: str) -> bool:
         return recorded_hash in hashes(yaml.safe_load(f))
 
 
-def _current_metrics_rows(metrics_path: str) -> list:
+def current_metrics_rows(metrics_path: str) -> list:
     """The rows of Detectron2's ``metrics.json`` that the finished run stands on.
 
     Detectron2's ``JSONWriter`` appends one row per iteration, with strictly increasing
@@ -246,7 +247,7 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
 
     Reads ``eval_results.json`` (written by :class:`rwdet.engine.Trainer` after testing) and
     ``metrics.json`` (Detectron2's ``JSONWriter``; of a run stopped and resumed, only the rows
-    of the attempt that finished it, see :func:`_current_metrics_rows`).
+    of the attempt that finished it, see :func:`current_metrics_rows`).
 
     Args:
         run_dir: the run's OUTPUT_DIR.
@@ -274,7 +275,7 @@ def read_run(run_dir: str, test_dataset: str) -> dict:
     if test_dataset not in results or "bbox" not in results[test_dataset]:
         raise KeyError(f"{path} holds no bbox results for {test_dataset!r}; it has {sorted(results)}")
     times, evaluations, segm_evaluations = [], [], []
-    for row in _current_metrics_rows(os.path.join(run_dir, "metrics.json")):
+    for row in current_metrics_rows(os.path.join(run_dir, "metrics.json")):
         if "time" in row:
             times.append(float(row["time"]))
         if "bbox/AP" in row:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 from matplotlib.figure import Figure
 
-from .compare_backbones import _current_metrics_rows
+from .compare_backbones import current_metrics_rows
 
 __all__ = ["read_pretraining_run", "format_pretraining_markdown", "plot_top1", "summary_rows"]
 
@@ -69,7 +69,7 @@ def read_pretraining_run(run_dir: str, label: Optional[str] = None) -> dict:
     if schedule is None:
         raise FileNotFoundError(f"{log_path} names no schedule ('Training ... iterations each'): the run has not started")
     max_iter, per_epoch, images = int(schedule.group(2)), int(schedule.group(5)), int(schedule.group(4))
-    rows = _current_metrics_rows(os.path.join(run_dir, "metrics.json"))
+    rows = current_metrics_rows(os.path.join(run_dir, "metrics.json"))
     times = [float(r["time"]) for r in rows if "time" in r]
     # Detectron2 logs a periodic evaluation at the 0-based index of the step just done, and the
     # final one (after_train) at the run's length: iterations done = min(index + 1, MAX_ITER).

@@ -26,7 +26,7 @@ from fvcore.common.param_scheduler import CosineParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..engine.autocast import build_step_trainer, check_amp
+from ..engine.autocast import check_amp, init_with_step_trainer
 from ..engine.defaults import DeferredWriters, ddp_on_cpu
 from ..engine.graphs import build_checkpointer, graph_table
 from ..engine.preemption import insert_preemption_hook
@@ -203,13 +203,10 @@ class ClassificationTrainer(DefaultTrainer):
         cfg.defrost()
         cfg.SOLVER.MAX_ITER = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
         amp = check_amp(cfg, _device(cfg))  # on the CPU: bfloat16 autocast, or none
-        cfg.SOLVER.AMP.ENABLED = amp and _device(cfg).type == "cuda"  # what DefaultTrainer may build
+        cfg.SOLVER.AMP.ENABLED = amp  # resolved: float16 on a CPU trains in fp32
         cfg.freeze()
-        with ddp_on_cpu(_device(cfg)):
-            super().__init__(cfg)
-        if amp:  # DefaultTrainer's AMPTrainer is fp16 and CUDA-only: the step trainer of SOLVER.AMP.DTYPE
-            self._trainer = build_step_trainer(cfg.SOLVER.AMP.DTYPE, self._trainer.model, self._trainer.data_loader,
-                                               self._trainer.optimizer, _device(cfg))
+        with ddp_on_cpu(_device(cfg)):  # the step trainer of SOLVER.AMP.DTYPE when amp
+            init_with_step_trainer(self, super().__init__, cfg, _device(cfg), amp)
 
     @property
     def net(self) -> torch.nn.Module:

@@ -11,10 +11,12 @@ the detection and the classification trainers.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
-__all__ = ["AMP_DTYPES", "AutocastTrainer", "build_step_trainer", "check_amp"]
+__all__ = ["AMP_DTYPES", "AutocastTrainer", "build_step_trainer", "check_amp", "init_with_step_trainer"]
 
 #: Values of SOLVER.AMP.DTYPE.
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -70,3 +72,31 @@ def build_step_trainer(dtype: str, model, data_loader, optimizer, device: torch.
     if device.type == "cuda":
         return AMPTrainer(model, data_loader, optimizer, precision=AMP_DTYPES[dtype])
     return AutocastTrainer(model, data_loader, optimizer, AMP_DTYPES[dtype], device.type)
+
+
+def init_with_step_trainer(trainer, init: Callable, cfg, device: torch.device, amp: bool) -> None:
+    """Run ``init(cfg)`` (``DefaultTrainer.__init__`` of ``trainer``), then, when ``amp``, put
+    :func:`build_step_trainer`'s step trainer of SOLVER.AMP.DTYPE in place of the one it built.
+
+    ``init`` is given ``cfg`` with SOLVER.AMP.ENABLED off when ``amp``, so that it builds a plain
+    ``SimpleTrainer`` (Detectron2's ``AMPTrainer`` is fp16 and asserts CUDA) and only one
+    mixed-precision trainer is built; ``trainer.cfg`` is ``cfg`` again afterwards.
+
+    Args:
+        trainer: a ``DefaultTrainer`` being constructed (its ``_trainer`` is replaced).
+        init: the bound ``DefaultTrainer.__init__`` (e.g. ``super().__init__``).
+        cfg: the run's frozen config.
+        device: the model's device.
+        amp: :func:`check_amp`'s answer for ``cfg``.
+    """
+    built = cfg
+    if amp:
+        built = cfg.clone()
+        built.defrost()
+        built.SOLVER.AMP.ENABLED = False
+        built.freeze()
+    init(built)
+    trainer.cfg = cfg
+    if amp:
+        step = trainer._trainer
+        trainer._trainer = build_step_trainer(cfg.SOLVER.AMP.DTYPE, step.model, step.data_loader, step.optimizer, device)

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from ..data import NamingMapper, checked_coco_api
 from ..utils.io import atomic_write
-from .autocast import build_step_trainer, check_amp
+from .autocast import check_amp, init_with_step_trainer
 from .defaults import DeferredWriters, ddp_on_cpu
 from .graphs import build_checkpointer, graph_table
 from .preemption import insert_preemption_hook
@@ -80,17 +80,8 @@ class Trainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED != amp:  # AMP on the CPU without bfloat16: Detectron2 would fail at the first step
             raise ValueError(f"SOLVER.AMP.ENABLED on {device.type} needs SOLVER.AMP.DTYPE 'bfloat16' (got "
                              f"{cfg.SOLVER.AMP.DTYPE!r}): CPUs autocast to bfloat16 only")
-        built = cfg
-        if amp and device.type != "cuda":  # DefaultTrainer would build the CUDA-only AMPTrainer
-            built = cfg.clone()
-            built.defrost()
-            built.SOLVER.AMP.ENABLED = False
-            built.freeze()
-        with ddp_on_cpu(cfg.MODEL.DEVICE):
-            super().__init__(built)
-        if amp:  # DefaultTrainer's AMPTrainer is fp16 and CUDA-only: the step trainer of SOLVER.AMP.DTYPE
-            self._trainer = build_step_trainer(cfg.SOLVER.AMP.DTYPE, self._trainer.model, self._trainer.data_loader,
-                                               self._trainer.optimizer, device)
+        with ddp_on_cpu(cfg.MODEL.DEVICE):  # the step trainer of SOLVER.AMP.DTYPE when amp
+            init_with_step_trainer(self, super().__init__, cfg, device, amp)
 
     def train(self):
         """Log the statistics of the backbone's random graphs (if any), then train."""
