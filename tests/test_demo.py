@@ -95,3 +95,20 @@ def test_demo_inputs_and_outputs(tmp_path):
 def test_demo_tool_names_a_pattern_that_matches_nothing(tmp_path):
     proc = run_demo_tool("--config-file", TINY, "--input", str(tmp_path / "missing*.jpg"), "MODEL.WEIGHTS", "w.pth")
     assert proc.returncode == 2 and "missing*.jpg" in proc.stderr and "matches no file" in proc.stderr
+
+
+def test_demo_tool_checks_int8_calibration_data_before_drawing(bccd_root, tmp_path):
+    """int8 serving calibrates on DATASETS.TRAIN: the demo checks it before building anything, so
+    a missing training json is named with exit 2 and nothing is drawn."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    missing = tmp_path / "missing.json"
+    out = tmp_path / "drawn"
+    proc = run_demo_tool("--config-file", TINY, "--input", str(bccd_image(bccd_root)), "--output", str(out) + "/",
+                         "MODEL.WEIGHTS", str(tmp_path / "w.pth"), "MODEL.DEPLOY.RUNTIME", "openvino",
+                         "MODEL.DEPLOY.PRECISION", "int8", "DATASETS.BCCD_ROOT", "",
+                         "DATASETS.COCO_JSON", f"[['calib_missing', '{missing}', '{tmp_path}']]",
+                         "DATASETS.TRAIN", "('calib_missing',)", "DATASETS.TEST", "()")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert str(missing) in proc.stderr
+    assert not out.exists()

@@ -324,6 +324,36 @@ def test_bf16_serving_runs_and_stays_near_fp32(trained, bccd_root, mini_test, tm
         apply_deploy_runtime(load_config(TINY, ["MODEL.DEPLOY.PRECISION", "fp16"]), build_model(cfg))
 
 
+def test_calibration_reads_the_records_that_prepare_datasets_checked(bccd_root, tmp_path, monkeypatch):
+    """int8 calibration (rwdet.deploy.calibration_batches) checks a DATASETS.TRAIN that this
+    process has not checked yet, and reads one that the tools already checked
+    (rwdet.data.prepare_datasets) without loading and checking its files again. The batches are
+    the first N training photos as the backbone+FPN gets them at test time."""
+    import rwdet.data.builtin as builtin
+    from rwdet.data import is_prepared, prepare_datasets
+    from rwdet.deploy import calibration_batches
+
+    json_file, images = write_mini_coco(bccd_root, tmp_path, "train", 3)
+    cfg = load_config(TINY, ["DATASETS.COCO_JSON", f"[['calib_mini3', '{json_file}', '{images}']]",
+                             "DATASETS.TRAIN", "('calib_mini3',)", "DATASETS.TEST", "()"])
+    loads, load_and_validate = [], builtin._load_and_validate
+    monkeypatch.setattr(builtin, "_load_and_validate", lambda name, *a: loads.append(name) or load_and_validate(name, *a))
+    model = build_model(cfg).eval()
+    assert not is_prepared("calib_mini3")
+    batches = calibration_batches(cfg, model, 2)
+    assert loads == ["calib_mini3"] and is_prepared("calib_mini3")  # checked first, once
+    prepare_datasets(cfg, ("TRAIN",))  # as tools/train_net.py --eval-only and export_model.py do
+    assert loads == ["calib_mini3"] * 2
+    again = calibration_batches(cfg, model, 5)
+    assert loads == ["calib_mini3"] * 2  # read, not loaded and checked a third time
+    assert len(batches) == 2 and len(again) == 3  # all 3 photos when fewer than asked
+    divisor = model.backbone.size_divisibility
+    for b in again:
+        assert b.dtype == np.float32 and b.shape[:2] == (1, 3) and b.shape[2] % divisor == 0 == b.shape[3] % divisor
+        assert min(b.shape[2:]) >= cfg.INPUT.MIN_SIZE_TEST
+    assert np.array_equal(batches[1], again[1])
+
+
 def test_int8_serving_and_export_stay_near_fp32(trained, bccd_root, mini_test, tmp_path, capsys):
     """int8 (NNCF post-training quantization, OpenVINO): served at load with MODEL.DEPLOY.PRECISION
     int8 (calibrated on the first 16 BCCD training photos), and exported by

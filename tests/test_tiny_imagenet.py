@@ -4,15 +4,19 @@ twins (RandWire, ResNet-18) loading into their detectors with every backbone ten
 
 The archive is found at $RWDET_TINY_IMAGENET (the .tar.gz, or its unpacked tiny-imagenet-200
 folder; CI sets it, and then a missing archive is an error), else at
-<repo>/../shared/datasets/tiny-imagenet/tiny-imagenet-200.tar.gz (tests skip if absent).
+<repo>/../shared/datasets/tiny-imagenet/tiny-imagenet-200.tar.gz (tests skip if absent). An
+archive is unpacked once per machine into $RWDET_TEST_CACHE (default ~/.cache/rwdet-tests) and
+reused by later runs: its 120,000 files take minutes to write and as long again to delete.
 """
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,9 +38,28 @@ DETECTORS = {"randwire": str(REPO / "tests" / "configs" / "tiny_bccd.yaml"),
 SAMPLE_WNIDS = ("n01443537", "n01629819", "n02124075")  # goldfish, European fire salamander, Egyptian cat
 
 
+def unpacked_once(archive: Path, cache: Path) -> Path:
+    """The tiny-imagenet-200 folder of ``archive``, unpacked into ``cache`` on the first call and
+    reused after: the folder is keyed by the archive's size and the SHA-256 of its first MiB, and
+    unpacked beside it first, then renamed, so an interrupted unpack is never reused."""
+    with open(archive, "rb") as f:
+        key = f"{archive.stat().st_size}-{hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]}"
+    done = cache / f"tiny-imagenet-{key}"
+    if not (done / "tiny-imagenet-200" / "wnids.txt").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{done.name}.partial-", dir=cache))
+        with tarfile.open(archive) as tar:
+            tar.extractall(partial, filter="data")
+        try:
+            os.replace(partial, done)
+        except OSError:  # another run finished first: keep its folder
+            shutil.rmtree(partial, ignore_errors=True)
+    return done / "tiny-imagenet-200"
+
+
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    """The whole tiny-imagenet-200 folder (the archive unpacked once per session)."""
+def tiny_root() -> Path:
+    """The whole tiny-imagenet-200 folder (an archive unpacked once per machine: unpacked_once)."""
     env = os.environ.get("RWDET_TINY_IMAGENET")
     source = Path(env) if env else REPO.parent / "shared" / "datasets" / "tiny-imagenet" / "tiny-imagenet-200.tar.gz"
     if source.is_dir():
@@ -45,10 +68,8 @@ def tiny_root(tmp_path_factory) -> Path:
         if env:
             raise FileNotFoundError(f"RWDET_TINY_IMAGENET={env}: no tiny-imagenet-200 archive or folder there")
         pytest.skip(f"Tiny ImageNet not found at {source}; set RWDET_TINY_IMAGENET")
-    out = tmp_path_factory.mktemp("tiny_imagenet")
-    with tarfile.open(source) as tar:
-        tar.extractall(out, filter="data")
-    return out / "tiny-imagenet-200"
+    cache = Path(os.environ.get("RWDET_TEST_CACHE", Path.home() / ".cache" / "rwdet-tests"))
+    return unpacked_once(source, cache)
 
 
 def make_sample(tiny_root: Path, out: Path, per_class_train: int = 6, per_class_val: int = 4) -> Path:

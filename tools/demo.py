@@ -72,12 +72,15 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is not set: add MODEL.WEIGHTS path/to/model_final.pth (a trained detector)")
-    from rwdet.deploy import apply_deploy_runtime, check_deploy_config
+    from rwdet.data import prepare_datasets
+    from rwdet.deploy import apply_deploy_runtime, check_deploy_config, needs_calibration
     from rwdet.engine.checkpoint import IncompleteCheckpointError
 
     try:
         check_deploy_config(cfg)
-    except (ValueError, ImportError) as e:
+        if needs_calibration(cfg):  # int8 calibrates on DATASETS.TRAIN: checked before anything is drawn
+            prepare_datasets(cfg, ("TRAIN",))
+    except (ValueError, ImportError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
         # MODEL.DEPLOY.RUNTIME: the backbone+FPN runs in ONNX Runtime / OpenVINO, the heads in PyTorch

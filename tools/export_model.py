@@ -153,8 +153,12 @@ def main(argv=None):
         if (args.run_eval or args.sample_image is None) and not cfg.DATASETS.TEST:
             raise ValueError("DATASETS.TEST is empty: --run-eval (and tracing without --sample-image) needs a "
                              "test dataset, e.g. DATASETS.TEST \"('bccd_test',)\" DATASETS.BCCD_ROOT path/to/bccd")
-        if cfg.DATASETS.TEST and (args.run_eval or args.sample_image is None):
-            prepare_datasets(cfg, ("TEST",))
+        # checked before the model is built: DATASETS.TEST to trace on or evaluate, DATASETS.TRAIN
+        # for int8 calibration (calibration_batches then reads the checked records)
+        splits = (("TEST",) if cfg.DATASETS.TEST and (args.run_eval or args.sample_image is None) else ()) + (
+            ("TRAIN",) if args.precision == "int8" else ())
+        if splits:
+            prepare_datasets(cfg, splits)
         model = build_model(cfg)
         load_for_inference(model, cfg.MODEL.WEIGHTS)  # every parameter and buffer, or refused
         prepare_for_export(model.cpu(), cfg.MODEL.DEPLOY.PAD_CHANNELS)  # BN folded; widths padded if asked

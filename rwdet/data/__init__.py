@@ -30,6 +30,7 @@ from .builtin import (
     check_datasets_on_disk,
     check_num_classes,
     checked_coco_api,
+    is_prepared,
     prepare_datasets,
     register_datasets_from_config,
 )
@@ -61,5 +62,6 @@ __all__ = [
     "checked_coco_api",
     "image_problem",
     "check_num_classes",
+    "is_prepared",
     "prepare_datasets",
 ]

@@ -306,6 +306,14 @@ def check_num_classes(cfg, name: str) -> None:
         )
 
 
+def is_prepared(name: str) -> bool:
+    """True when dataset ``name`` was checked by :func:`prepare_datasets` in this process: its
+    ``DatasetCatalog`` loader then gives checked records, and preparing it again would only load
+    and check the same files a second time. False when it is not registered, or registered by
+    its own loader only."""
+    return name in DatasetCatalog and isinstance(DatasetCatalog[name], _ValidatedLoader)
+
+
 def prepare_datasets(cfg, splits: Sequence[str] = ("TRAIN", "TEST")) -> Dict[str, int]:
     """Check every dataset of DATASETS.TRAIN and DATASETS.TEST (``splits``: the keys to check,
     e.g. ``("TEST",)`` for an evaluation) before the model is built.

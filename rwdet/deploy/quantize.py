@@ -44,8 +44,9 @@ def calibration_batches(cfg, model: nn.Module, num_images: int) -> List[np.ndarr
     """The first ``num_images`` images of DATASETS.TRAIN as the backbone+FPN gets them at test time.
 
     Args:
-        cfg: a detection config; its DATASETS.TRAIN are registered and checked here
-            (:func:`rwdet.data.prepare_datasets`), resized with INPUT.MIN_SIZE_TEST /
+        cfg: a detection config. Its DATASETS.TRAIN are read as :func:`rwdet.data.prepare_datasets`
+            checked them, which the tools call before the model is built; a dataset not yet
+            checked in this process is checked here. Resized with INPUT.MIN_SIZE_TEST /
             MAX_SIZE_TEST.
         model: the detector (``GeneralizedRCNN``): its ``preprocess_image`` normalises and pads.
         num_images: how many (>= 1); fewer when the datasets hold fewer (then all of them).
@@ -60,14 +61,15 @@ def calibration_batches(cfg, model: nn.Module, num_images: int) -> List[np.ndarr
     """
     from detectron2.data import build_detection_test_loader
 
-    from ..data import prepare_datasets
+    from ..data import is_prepared, prepare_datasets
 
     check_calibration_images(num_images, key="num_images")
     if not cfg.DATASETS.TRAIN:
         raise ValueError("int8 calibrates on DATASETS.TRAIN, which is empty: set DATASETS.TRAIN (its first "
                          "MODEL.DEPLOY.CALIBRATION_IMAGES images are used), or serve an exported int8 IR "
                          "(MODEL.DEPLOY.BACKBONE_EXPORT)")
-    prepare_datasets(cfg, ("TRAIN",))
+    if not all(is_prepared(name) for name in cfg.DATASETS.TRAIN):  # the tools have checked them already
+        prepare_datasets(cfg, ("TRAIN",))
     batches: List[np.ndarray] = []
     with torch.no_grad():
         for name in cfg.DATASETS.TRAIN:
